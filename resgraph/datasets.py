@@ -186,10 +186,10 @@ def _download(folder: Path, name: str, mirrors: list[str], progress: bool) -> Pa
             _fetch_atomically(url, target, name, progress)
             return target
         except (OSError, http.client.HTTPException, DataError, ValueError) as exc:  # URLError is an OSError
-            failures.append(f"  {url}: {exc}")
+            failures.append(f"{url}: {exc}")
     raise DataError(
-        f"could not download MNIST file {name} into {folder}; every mirror failed:\n"
-        + "\n".join(failures) + f"\n{_how_to(folder)}"
+        f"could not download MNIST file {name} into {folder}; every mirror failed ("
+        + "; ".join(failures) + f"). {_how_to(folder)}"
     )
 
 
