@@ -146,12 +146,12 @@ def _subset(array, limit: int | None, flag: str):
 
 
 def _train(args: argparse.Namespace) -> int:
+    out, config = _resolve_config(args)  # first, so that flag errors come before slow imports
     from tqdm.auto import tqdm
 
     from .datasets import mnist
     from .drn import Trainer, preset
 
-    out, config = _resolve_config(args)
     data = mnist(args.data if args.data is not None else config.get("data"))
     train_x = _subset(data.train_images, config["train_limit"], "--train-limit")
     train_y = data.train_labels[: len(train_x)]

@@ -38,11 +38,11 @@ def plot_errors(run_dir: str | os.PathLike, out: str | os.PathLike | None = None
     ax.plot(epochs, train, "o-", label="train")
     ax.plot(epochs, test, "s-", label="test")
     best = min(range(len(test)), key=test.__getitem__)
-    ax.annotate(f"best test {test[best]:.2f}% (epoch {epochs[best]})", (epochs[best], test[best]),
-                xytext=(0, 12), textcoords="offset points", ha="center", fontsize=9)
+    ax.plot(epochs[best], test[best], "*", color="C1", markersize=14,
+            label=f"best test {test[best]:.2f}% (epoch {epochs[best]})")
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
-    ax.set_ylim(bottom=0, top=max(train + test) * 1.15)
+    ax.set_ylim(bottom=0, top=max(train + test) * 1.15 or 1.0)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
     ax.legend()
