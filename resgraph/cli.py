@@ -147,8 +147,6 @@ def _subset(array, limit: int | None, flag: str):
 
 def _train(args: argparse.Namespace) -> int:
     out, config = _resolve_config(args)  # first, so that flag errors come before slow imports
-    from tqdm.auto import tqdm
-
     from .datasets import mnist
     from .drn import Trainer, preset
 
@@ -177,37 +175,44 @@ def _train(args: argparse.Namespace) -> int:
     print(f"run folder {out}: preset {config['preset']}, {config['algorithm']}, backend {config['backend']}, "
           f"{len(train_x)} train / {len(test_x)} test examples, epochs {trainer.epoch + 1}..{config['epochs']}")
 
-    done_epochs = trainer.epoch  # epochs safely in the checkpoint
     try:
         while trainer.epoch < config["epochs"]:
-            epoch = trainer.epoch + 1
-            start = time.perf_counter()
-            with tqdm(total=len(train_x), unit="ex", desc=f"epoch {epoch}/{config['epochs']}") as bar:
-
-                def progress(done: int, running_error: float) -> None:
-                    bar.update(done - bar.n)
-                    bar.set_postfix_str(f"error {100 * running_error:.2f}%", refresh=False)
-
-                train_error = trainer.train_epoch(train_x, train_y, progress=progress)
-                bar.update(len(train_x) - bar.n)
-                bar.set_postfix_str(f"error {100 * train_error:.2f}%; testing")
-                test_error = trainer.evaluate(test_x, test_y)
-            record = {"epoch": epoch, "train_error": float(train_error), "test_error": float(test_error),
-                      "seconds": round(time.perf_counter() - start, 3), "train_examples": len(train_x),
-                      "test_examples": len(test_x)}
+            record = _run_epoch(trainer, (train_x, train_y), (test_x, test_y), config["epochs"])
             history.append(record)
             save_checkpoint(out, trainer.state_dict(), history)
-            done_epochs = epoch
             write_metrics(out, history)
-            print(f"epoch {epoch}: train error {100 * train_error:.2f}%, test error {100 * test_error:.2f}%, "
-                  f"{record['seconds']:.1f} s", flush=True)
+            print(f"epoch {record['epoch']}: train error {100 * record['train_error']:.2f}%, "
+                  f"test error {100 * record['test_error']:.2f}%, {record['seconds']:.1f} s", flush=True)
     except KeyboardInterrupt:
+        saved = load_checkpoint(out)  # an interrupted save leaves the previous checkpoint
+        done_epochs = len(saved[1]) if saved is not None else 0
         print(f"\nInterrupted: epoch {done_epochs + 1} is lost; {out}/{CHECKPOINT} holds "
               f"{done_epochs} finished epoch(s). Resume with:\n  resgraph train --out {out} --resume",
               file=sys.stderr)
         return 130
     print(f"finished {config['epochs']} epochs in {out}; plot with: resgraph plot {out}")
     return 0
+
+
+def _run_epoch(trainer, train: tuple, test: tuple, epochs: int) -> dict[str, Any]:
+    """Train one epoch with a progress bar, then evaluate; return the epoch's metrics record."""
+    from tqdm.auto import tqdm
+
+    epoch = trainer.epoch + 1
+    start = time.perf_counter()
+    with tqdm(total=len(train[0]), unit="ex", desc=f"epoch {epoch}/{epochs}") as bar:
+
+        def progress(done: int, running_error: float) -> None:
+            bar.update(done - bar.n)
+            bar.set_postfix_str(f"error {100 * running_error:.2f}%", refresh=False)
+
+        train_error = trainer.train_epoch(*train, progress=progress)
+        bar.update(len(train[0]) - bar.n)
+        bar.set_postfix_str(f"error {100 * train_error:.2f}%; testing")
+        test_error = trainer.evaluate(*test)
+    return {"epoch": epoch, "train_error": float(train_error), "test_error": float(test_error),
+            "seconds": round(time.perf_counter() - start, 3), "train_examples": len(train[0]),
+            "test_examples": len(test[0])}
 
 
 def _plot(args: argparse.Namespace) -> int:
