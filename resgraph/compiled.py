@@ -1,0 +1,322 @@
+"""Compilation of a :class:`~resgraph.network.Network` to the arrays the solvers work on.
+
+Voltage sources tie node potentials together: each connected component of voltage sources is one
+unknown (``x[var]``) plus a fixed offset per node, ``v[node] = x[node_var[node]] +
+node_offset[node]``; the component holding ground is fully fixed (``node_var == -1``,
+``v = node_offset``). On the free variables the dissipation is
+
+    E(x) = 1/2 x' Q x - source' x + const,   Q = diag(total_conductance) - coupling,
+
+with ``coupling`` the symmetric, non-negative CSR matrix of conductances between distinct
+variables, ``total_conductance`` (siemens) the sum of conductances at each variable, and
+``source`` (amperes) the current injected into each variable by current sources and by resistors
+to fixed potentials. Diodes become constraints ``x[a] - x[c] <= w`` (volts) where a fixed side is
+the virtual variable ``num_free`` with ``x = 0``; those touching one free variable are folded into
+``lower_bound``/``upper_bound``, those joining two free variables are *coupled*.
+
+Free variables are numbered colour by colour, so colour ``c`` is the contiguous range
+``colour_ptr[c]:colour_ptr[c+1]`` and no resistor or coupled diode joins two of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse import csgraph
+
+from .errors import ColouringError, FloatingNodeError, InfeasibleDiodeError, KirchhoffVoltageError
+from .forest import Forest, greedy_colouring, potentials_along, spanning_forest
+
+if TYPE_CHECKING:
+    from .network import Network
+
+#: Relative tolerance for exact-arithmetic checks on source voltages (KVL, diode contradictions).
+CONSISTENCY_RTOL = 1e-12
+
+
+@dataclass(frozen=True)
+class SweepArrays:
+    """Plain arrays for the colour-sweep kernels (all free variables numbered by colour)."""
+
+    indptr: np.ndarray             # coupling CSR row pointers, int64
+    indices: np.ndarray            # coupling CSR columns, int64
+    coupling: np.ndarray           # conductances between variables, siemens
+    total_conductance: np.ndarray  # siemens, > 0
+    source: np.ndarray             # injected current, amperes
+    lower_bound: np.ndarray        # volts (-inf if none)
+    upper_bound: np.ndarray        # volts (+inf if none)
+    lower_ptr: np.ndarray          # coupled diodes raising a variable: x[k] >= x[lower_var] + lower_offset
+    lower_var: np.ndarray
+    lower_offset: np.ndarray
+    upper_ptr: np.ndarray          # coupled diodes capping a variable: x[k] <= x[upper_var] + upper_offset
+    upper_var: np.ndarray
+    upper_offset: np.ndarray
+    colour_ptr: np.ndarray         # variables of colour c: colour_ptr[c]:colour_ptr[c+1]
+
+    def astype(self, dtype, to_device=np.asarray) -> "SweepArrays":
+        """Copy with floating arrays cast to ``dtype`` and every array moved by ``to_device``."""
+        fields = {}
+        for name, value in self.__dict__.items():
+            if value.dtype.kind == "f":
+                value = value.astype(dtype)
+            fields[name] = to_device(value)
+        return SweepArrays(**fields)
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledNetwork:
+    """Immutable solver form of a network (see the module docstring)."""
+
+    num_nodes: int
+    num_free: int
+    node_var: np.ndarray            # (num_nodes,) variable of each node, -1 if fixed
+    node_offset: np.ndarray         # (num_nodes,) volts
+    sweep: SweepArrays
+    q_matrix: sp.csr_matrix         # Q = diag(total_conductance) - coupling
+    # Every diode as a constraint x[anode_var] - x[cathode_var] <= diode_slack_offset, with
+    # num_free for a fixed side; diode_is_constraint False for diodes inside one component.
+    diode_anode_var: np.ndarray
+    diode_cathode_var: np.ndarray
+    diode_offset: np.ndarray
+    diode_is_constraint: np.ndarray
+    vs_forest: Forest               # spanning forest of voltage sources over nodes (rooted at ground)
+    feasible_start: np.ndarray      # a point satisfying every diode constraint
+    resistors: tuple[np.ndarray, np.ndarray, np.ndarray]
+    diodes: tuple[np.ndarray, np.ndarray]
+    voltage_sources: tuple[np.ndarray, np.ndarray, np.ndarray]
+    current_sources: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def num_colours(self) -> int:
+        return self.sweep.colour_ptr.size - 1
+
+    def potentials(self, x: np.ndarray) -> np.ndarray:
+        """Node potentials (volts, ground 0) from free variables ``x``."""
+        x = np.asarray(x, np.float64)
+        return np.where(self.node_var >= 0, x[np.maximum(self.node_var, 0)] if x.size else 0.0, 0.0) + self.node_offset
+
+    def variables(self, potentials: np.ndarray) -> np.ndarray:
+        """Free variables from node potentials (first node of each variable wins)."""
+        potentials = np.asarray(potentials, np.float64)
+        x = np.zeros(self.num_free)
+        free = np.flatnonzero(self.node_var >= 0)[::-1]
+        x[self.node_var[free]] = potentials[free] - self.node_offset[free]
+        return x
+
+
+def _vs_elimination(net: "Network"):
+    plus, minus, voltage = net.arrays("voltage_source")
+    forest = spanning_forest(net.num_nodes, plus, minus, np.array([0]))
+    offset = potentials_along(forest, plus, minus, voltage, np.zeros(net.num_nodes))
+    scale = max(1.0, float(np.max(np.abs(voltage), initial=0.0)))
+    mismatch = offset[plus] - offset[minus] - voltage
+    bad = np.flatnonzero(np.abs(mismatch) > CONSISTENCY_RTOL * scale * 10)
+    if bad.size:
+        i = int(bad[0])
+        raise KirchhoffVoltageError(
+            f"voltage_source #{i} ({int(plus[i])} -> {int(minus[i])}, {voltage[i]:g} V) closes a loop of "
+            f"voltage sources whose voltages do not sum to zero (off by {mismatch[i]:.6g} V): "
+            "Kirchhoff's voltage law has no solution")
+    # Each tree not rooted at ground is one free variable.
+    roots = np.flatnonzero((forest.parent_edge < 0) & (forest.root != forest.root[0]))
+    root_var = np.full(net.num_nodes, -1, np.int64)
+    root_var[roots] = np.arange(roots.size)
+    node_var = root_var[forest.root]
+    return forest, offset, node_var, roots.size
+
+
+def _check_floating(net, num_free, node_var, anchor, coupling):
+    """Every free variable needs a resistive path to a fixed potential."""
+    if num_free == 0:
+        return
+    _, label = csgraph.connected_components(coupling, directed=False)
+    anchored = np.zeros(label.max() + 1, bool)
+    anchored[label[anchor > 0]] = True
+    if anchored.all():
+        return
+    floating_var = ~anchored[label]
+    node_floats = (node_var >= 0) & floating_var[np.maximum(node_var, 0)]
+    a, b, current = net.arrays("current_source")
+    driving = np.flatnonzero((node_floats[a] | node_floats[b]) & (current != 0) & (node_var[a] != node_var[b]))
+    nodes = np.flatnonzero(node_floats)
+    if driving.size:
+        i = int(driving[0])
+        raise FloatingNodeError(
+            f"current_source #{i} ({int(a[i])} -> {int(b[i])}, {current[i]:g} A) drives node "
+            f"{int(a[i] if node_floats[a[i]] else b[i])}, which has no resistive path to ground or a "
+            "voltage source: the circuit has no steady state")
+    raise FloatingNodeError(
+        f"node {int(nodes[0])}" + (f" (and {nodes.size - 1} other nodes)" if nodes.size > 1 else "")
+        + " has no resistive path to ground or a voltage source, so its potential is undetermined;"
+        " connect it through a resistor or remove it")
+
+
+def _diode_constraints(net, num_free, node_var, offset):
+    anode, cathode = net.arrays("diode")[:2]
+    a_var = np.where(node_var[anode] >= 0, node_var[anode], num_free)
+    c_var = np.where(node_var[cathode] >= 0, node_var[cathode], num_free)
+    # x[a] + offset[anode] <= x[c] + offset[cathode]  <=>  x[a] - x[c] <= offset[cathode] - offset[anode]
+    w = offset[cathode] - offset[anode]
+    internal = a_var == c_var
+    vscale = max(1.0, float(np.max(np.abs(offset), initial=0.0)))
+    bad = np.flatnonzero(internal & (w < -CONSISTENCY_RTOL * vscale * 10))
+    if bad.size:
+        i = int(bad[0])
+        raise InfeasibleDiodeError(
+            f"diode #{i} (anode {int(anode[i])}, cathode {int(cathode[i])}) contradicts the voltage "
+            f"sources, which hold its anode {-w[i]:.6g} V above its cathode")
+    return a_var, c_var, w, ~internal
+
+
+def _bounds(num_free, a_var, c_var, w, is_con, anode, cathode):
+    lower = np.full(num_free, -np.inf)
+    upper = np.full(num_free, np.inf)
+    up = is_con & (c_var == num_free)
+    lo = is_con & (a_var == num_free)
+    np.minimum.at(upper, a_var[up], w[up])
+    np.maximum.at(lower, c_var[lo], -w[lo])
+    clash = np.flatnonzero(lower > upper)
+    if clash.size:
+        k = int(clash[0])
+        i_lo = int(np.flatnonzero(lo & (c_var == k) & (-w == lower[k]))[0])
+        i_up = int(np.flatnonzero(up & (a_var == k) & (w == upper[k]))[0])
+        raise InfeasibleDiodeError(
+            f"diode #{i_lo} (anode {int(anode[i_lo])}, cathode {int(cathode[i_lo])}) and diode #{i_up} "
+            f"(anode {int(anode[i_up])}, cathode {int(cathode[i_up])}) contradict each other: the first "
+            f"holds the node at or above {lower[k]:.6g} V, the second at or below {upper[k]:.6g} V")
+    return lower, upper
+
+
+def _feasible_start(num_free, lower, upper, a_var, c_var, w, is_con, anode, cathode):
+    """A point satisfying all diode constraints, via difference constraints when diodes are coupled."""
+    x = np.clip(np.zeros(num_free), lower, upper)
+    coupled = is_con & (a_var < num_free) & (c_var < num_free)
+    if not coupled.any() or np.all(x[a_var[coupled]] - x[c_var[coupled]] <= w[coupled]):
+        return x
+    # x[a] <= x[c] + w is the edge c -> a of weight w; bounds are edges to/from the fixed node F;
+    # a super-source S reaches everything at weight 0. Shortest distances satisfy every constraint.
+    nodes = np.unique(np.concatenate([a_var[coupled], c_var[coupled]]))
+    local = np.full(num_free + 1, -1, np.int64)
+    local[nodes] = np.arange(nodes.size)
+    f, s = nodes.size, nodes.size + 1
+    tails = [local[c_var[coupled]]]
+    heads = [local[a_var[coupled]]]
+    weights = [w[coupled]]
+    for bound, sign in ((upper, 1.0), (lower, -1.0)):
+        finite = np.isfinite(bound[nodes])
+        k = np.arange(nodes.size)[finite]
+        tails.append(np.full(k.size, f) if sign > 0 else k)
+        heads.append(k if sign > 0 else np.full(k.size, f))
+        weights.append(sign * bound[nodes][finite])
+    tails.append(np.full(nodes.size + 1, s))
+    heads.append(np.arange(nodes.size + 1))
+    weights.append(np.zeros(nodes.size + 1))
+    graph = sp.csr_matrix((np.concatenate(weights), (np.concatenate(tails), np.concatenate(heads))),
+                          shape=(s + 1, s + 1))
+    try:
+        dist = csgraph.bellman_ford(graph, indices=s)
+    except csgraph.NegativeCycleError:
+        idx = np.flatnonzero(coupled)
+        raise InfeasibleDiodeError(
+            f"the diodes joining free nodes (e.g. diode #{int(idx[0])}, anode {int(anode[idx[0]])}, "
+            f"cathode {int(cathode[idx[0]])}; {idx.size} such diodes) form a loop that contradicts the "
+            "voltage sources: no potentials satisfy every diode") from None
+    x[nodes] = dist[:-2] - dist[f]
+    return x
+
+
+def _colours(num_free, rows, cols, net, node_var, roots, colouring):
+    graph = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(num_free, num_free))
+    graph = (graph + graph.T).tocsr()
+    if colouring is None:
+        return greedy_colouring(graph.indptr, graph.indices)
+    colouring = np.asarray(colouring)
+    if colouring.shape != (net.num_nodes,) or not np.issubdtype(colouring.dtype, np.integer) or (colouring < 0).any():
+        raise ColouringError(f"colouring must be {net.num_nodes} non-negative integers (one per node), "
+                             f"got shape {colouring.shape} and dtype {colouring.dtype}")
+    colour = colouring[roots].astype(np.int64)
+    for kind in ("resistor", "diode"):
+        a, b = net.arrays(kind)[:2]
+        va, vb = node_var[a], node_var[b]
+        bad = np.flatnonzero((va >= 0) & (vb >= 0) & (va != vb) & (colour[np.maximum(va, 0)] == colour[np.maximum(vb, 0)]))
+        if bad.size:
+            i = int(bad[0])
+            raise ColouringError(
+                f"{kind} #{i} ({int(a[i])} -> {int(b[i])}) joins two free nodes of colour "
+                f"{int(colour[va[i]])}; coupled nodes must have different colours")
+    return colour
+
+
+def _adjacency_csr(num_free, rows, nbr, value):
+    order = np.lexsort((nbr, rows))
+    ptr = np.zeros(num_free + 1, np.int64)
+    np.add.at(ptr, rows + 1, 1)
+    return np.cumsum(ptr), nbr[order].astype(np.int64), value[order].astype(np.float64)
+
+
+def compile_network(net: "Network", colouring: np.ndarray | None = None) -> CompiledNetwork:
+    """Compile ``net`` (see the module docstring); raises a :class:`~resgraph.NetworkError` subclass
+    naming the element when the circuit has no unique steady state."""
+    vs_forest, offset, node_var, num_free = _vs_elimination(net)
+    roots = np.flatnonzero((vs_forest.parent_edge < 0) & (vs_forest.root != vs_forest.root[0]))
+    ra, rb, g = net.arrays("resistor")
+    va, vb = node_var[ra], node_var[rb]
+    total = np.zeros(num_free)
+    source = np.zeros(num_free)
+    anchor = np.zeros(num_free)
+    for this, other, sign in ((va, vb, 1.0), (vb, va, -1.0)):
+        m = (this >= 0) & (this != other)
+        np.add.at(total, this[m], g[m])
+        # E = 1/2 g (x_a + o_a - x_b - o_b)^2: the drive into x_a is g (o_b - o_a) (+ g v_b if b fixed)
+        np.add.at(source, this[m], sign * g[m] * (offset[rb[m]] - offset[ra[m]]))
+        to_fixed = m & (other < 0)
+        np.add.at(anchor, this[to_fixed], g[to_fixed])
+    free_pair = (va >= 0) & (vb >= 0) & (va != vb)
+    coupling = sp.csr_matrix((np.r_[g[free_pair], g[free_pair]],
+                              (np.r_[va[free_pair], vb[free_pair]], np.r_[vb[free_pair], va[free_pair]])),
+                             shape=(num_free, num_free))
+    coupling.sum_duplicates()
+    ca, cb, current = net.arrays("current_source")
+    for node, sign in ((ca, -1.0), (cb, 1.0)):
+        m = node_var[node] >= 0
+        np.add.at(source, node_var[node[m]], sign * current[m])
+    _check_floating(net, num_free, node_var, anchor, coupling)
+
+    anode, cathode = net.arrays("diode")[:2]
+    a_var, c_var, w, is_con = _diode_constraints(net, num_free, node_var, offset)
+    lower, upper = _bounds(num_free, a_var, c_var, w, is_con, anode, cathode)
+    start = _feasible_start(num_free, lower, upper, a_var, c_var, w, is_con, anode, cathode)
+
+    coupled = is_con & (a_var < num_free) & (c_var < num_free)
+    cu = coupling.tocoo()
+    colour = _colours(num_free, np.r_[cu.row, a_var[coupled]], np.r_[cu.col, c_var[coupled]],
+                      net, node_var, roots, colouring)
+    # Renumber variables colour by colour.
+    perm = np.lexsort((np.arange(num_free), colour))       # new -> old
+    new_of = np.empty(num_free + 1, np.int64)
+    new_of[perm] = np.arange(num_free)
+    new_of[num_free] = num_free
+    colour_ptr = np.searchsorted(colour[perm], np.arange((colour.max() + 2) if num_free else 1))
+    coupling = coupling[perm][:, perm].tocsr()
+    coupling.sort_indices()
+    node_var = np.where(node_var >= 0, new_of[np.maximum(node_var, 0)], -1)
+    a_var, c_var = new_of[a_var], new_of[c_var]
+    ua, uc, uw = a_var[coupled], c_var[coupled], w[coupled]
+    upper_ptr, upper_var, upper_offset = _adjacency_csr(num_free, ua, uc, uw)
+    lower_ptr, lower_var, lower_offset = _adjacency_csr(num_free, uc, ua, -uw)
+    total, source, lower, upper, start = (arr[perm] for arr in (total, source, lower, upper, start))
+    sweep = SweepArrays(
+        indptr=coupling.indptr.astype(np.int64), indices=coupling.indices.astype(np.int64),
+        coupling=coupling.data.astype(np.float64), total_conductance=total, source=source,
+        lower_bound=lower, upper_bound=upper, lower_ptr=lower_ptr, lower_var=lower_var,
+        lower_offset=lower_offset, upper_ptr=upper_ptr, upper_var=upper_var,
+        upper_offset=upper_offset, colour_ptr=colour_ptr.astype(np.int64))
+    q = (sp.diags(total) - coupling).tocsr()
+    return CompiledNetwork(
+        num_nodes=net.num_nodes, num_free=num_free, node_var=node_var, node_offset=offset,
+        sweep=sweep, q_matrix=q, diode_anode_var=a_var, diode_cathode_var=c_var,
+        diode_offset=w, diode_is_constraint=is_con, vs_forest=vs_forest, feasible_start=start,
+        resistors=(ra, rb, g), diodes=(anode, cathode), voltage_sources=net.arrays("voltage_source"),
+        current_sources=net.arrays("current_source"))

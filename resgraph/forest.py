@@ -1,0 +1,169 @@
+"""Spanning forests and the currents they carry.
+
+Voltage sources and conducting diodes both tie potentials together along edges whose currents are
+not set by Ohm's law. Given the net current each node must push into those edges (its *excess*),
+the currents follow from Kirchhoff's current law on a spanning forest: the current on the edge
+above a node equals the total excess of the subtree below it. Edges off the forest carry no
+current (for voltage-source loops the split is physically indeterminate; this is the one resgraph
+reports).
+
+These are compiled with Numba: they run once per solve over every element.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba as nb
+import numpy as np
+
+
+class Forest(NamedTuple):
+    """A breadth-first spanning forest of an undirected multigraph given by edge lists.
+
+    ``order`` lists the nodes root-first within each tree; ``parent_edge[k]`` is the index of the
+    edge joining ``k`` to its parent (``-1`` at a root); ``root[k]`` is the root of ``k``'s tree.
+    """
+
+    order: np.ndarray
+    parent_edge: np.ndarray
+    root: np.ndarray
+
+
+@nb.njit(cache=True)
+def _adjacency(num_nodes, tail, head):
+    degree = np.zeros(num_nodes + 1, np.int64)
+    for e in range(tail.size):
+        degree[tail[e] + 1] += 1
+        degree[head[e] + 1] += 1
+    indptr = np.cumsum(degree)
+    fill = indptr[:-1].copy()
+    edges = np.empty(2 * tail.size, np.int64)
+    for e in range(tail.size):
+        edges[fill[tail[e]]] = e
+        fill[tail[e]] += 1
+        edges[fill[head[e]]] = e
+        fill[head[e]] += 1
+    return indptr, edges
+
+
+@nb.njit(cache=True)
+def _bfs_forest(num_nodes, tail, head, first_roots):
+    indptr, edges = _adjacency(num_nodes, tail, head)
+    order = np.empty(num_nodes, np.int64)
+    parent_edge = np.full(num_nodes, -1, np.int64)
+    root = np.full(num_nodes, -1, np.int64)
+    count = 0
+    for phase in range(2):
+        limit = first_roots.size if phase == 0 else num_nodes
+        for s in range(limit):
+            start = first_roots[s] if phase == 0 else s
+            if root[start] >= 0:
+                continue
+            root[start] = start
+            order[count] = start
+            head_of_queue = count
+            count += 1
+            while head_of_queue < count:
+                k = order[head_of_queue]
+                head_of_queue += 1
+                for t in range(indptr[k], indptr[k + 1]):
+                    e = edges[t]
+                    j = head[e] if tail[e] == k else tail[e]
+                    if root[j] < 0:
+                        root[j] = start
+                        parent_edge[j] = e
+                        order[count] = j
+                        count += 1
+    return order, parent_edge, root
+
+
+def spanning_forest(num_nodes: int, tail: np.ndarray, head: np.ndarray,
+                    first_roots: np.ndarray | None = None) -> Forest:
+    """Breadth-first spanning forest over edges ``tail[e] -- head[e]``.
+
+    Trees containing a node of ``first_roots`` are rooted there (the first such node wins).
+    """
+    roots = np.zeros(0, np.int64) if first_roots is None else np.asarray(first_roots, np.int64)
+    order, parent_edge, root = _bfs_forest(
+        num_nodes, np.asarray(tail, np.int64), np.asarray(head, np.int64), roots)
+    return Forest(order, parent_edge, root)
+
+
+@nb.njit(cache=True)
+def _offsets(order, parent_edge, tail, head, drop, offset):
+    for t in range(order.size):
+        k = order[t]
+        e = parent_edge[k]
+        if e < 0:
+            continue
+        if head[e] == k:
+            offset[k] = offset[tail[e]] - drop[e]
+        else:
+            offset[k] = offset[head[e]] + drop[e]
+
+
+def potentials_along(forest: Forest, tail: np.ndarray, head: np.ndarray, drop: np.ndarray,
+                     root_potential: np.ndarray) -> np.ndarray:
+    """Potentials implied by ``v[tail[e]] - v[head[e]] = drop[e]`` on every forest edge.
+
+    ``root_potential`` gives the value at each root (entries at non-roots are ignored).
+    """
+    offset = np.where(forest.parent_edge < 0, root_potential, 0.0).astype(np.float64)
+    _offsets(forest.order, forest.parent_edge, np.asarray(tail, np.int64),
+             np.asarray(head, np.int64), np.asarray(drop, np.float64), offset)
+    return offset
+
+
+@nb.njit(cache=True)
+def _flows(order, parent_edge, tail, head, excess, flow):
+    subtotal = excess.copy()
+    for t in range(order.size - 1, -1, -1):
+        k = order[t]
+        e = parent_edge[k]
+        if e < 0:
+            continue
+        parent = head[e] if tail[e] == k else tail[e]
+        flow[e] = subtotal[k] if tail[e] == k else -subtotal[k]
+        subtotal[parent] += subtotal[k]
+    return subtotal
+
+
+def tree_flows(forest: Forest, tail: np.ndarray, head: np.ndarray, excess: np.ndarray,
+               num_edges: int) -> tuple[np.ndarray, np.ndarray]:
+    """Currents on forest edges that carry each node's ``excess`` towards its root.
+
+    ``excess[k]`` (amperes) is the current node ``k`` must push into the forest's edges. Returns
+    ``(flow, leftover)``: ``flow[e]`` is the current through edge ``e`` from ``tail[e]`` to
+    ``head[e]`` (zero off the forest); ``leftover[root]`` is the total excess of that root's tree
+    (what the root must absorb; its KCL residual when the root is not a fixed potential).
+    """
+    flow = np.zeros(num_edges, np.float64)
+    subtotal = _flows(forest.order, forest.parent_edge, np.asarray(tail, np.int64),
+                      np.asarray(head, np.int64), np.asarray(excess, np.float64), flow)
+    leftover = np.where(forest.parent_edge < 0, subtotal, 0.0)
+    return flow, leftover
+
+
+@nb.njit(cache=True)
+def _greedy_colouring(indptr, indices):
+    n = indptr.size - 1
+    colour = np.full(n, -1, np.int64)
+    mark = np.full(n + 1, -1, np.int64)
+    for k in range(n):
+        for t in range(indptr[k], indptr[k + 1]):
+            c = colour[indices[t]]
+            if c >= 0:
+                mark[c] = k
+        c = 0
+        while mark[c] == k:
+            c += 1
+        colour[k] = c
+    return colour
+
+
+def greedy_colouring(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """First-fit colouring of a symmetric CSR graph in node order (2 colours on a lattice).
+
+    networkx's ``greedy_color`` does the same in pure Python, far too slowly for 1e6 nodes.
+    """
+    return _greedy_colouring(np.asarray(indptr, np.int64), np.asarray(indices, np.int64))

@@ -1,0 +1,95 @@
+"""Diode currents and the KKT certificate of a steady state.
+
+At the optimum of the QP (see :mod:`resgraph.compiled`) with diode currents ``lam >= 0``
+(amperes, anode -> cathode) the Karush-Kuhn-Tucker conditions are Kirchhoff's laws:
+
+* KCL at every free variable: the current leaving through resistors and current sources,
+  ``r = Q x - source``, plus the diode currents leaving, is zero;
+* feasibility: ``x[a] - x[c] <= w`` for every diode (volts);
+* dual feasibility: ``lam >= 0``;
+* complementarity: a diode carrying current has zero voltage across it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .compiled import CompiledNetwork
+from .forest import spanning_forest, tree_flows
+
+
+@dataclass(frozen=True)
+class KKTReport:
+    """Violations of the optimality conditions, absolute (A or V) and scaled.
+
+    ``current_scale`` (A) and ``voltage_scale`` (V) are at least 1, so for circuits driven by
+    about 1 V / 1 A the scaled and absolute figures coincide.
+    """
+
+    kcl: float               # amperes: worst Kirchhoff current-law violation at a free node
+    feasibility: float       # volts: worst reverse-bias violation of a diode
+    dual: float              # amperes: most negative diode current
+    complementarity: float   # worst min(current, voltage) over diodes, in their own units
+    current_scale: float
+    voltage_scale: float
+    scaled: float            # max of the above, each divided by its scale
+
+    @property
+    def residual(self) -> float:
+        """Largest absolute violation (amperes or volts)."""
+        return max(self.kcl, self.feasibility, self.dual, self.complementarity)
+
+
+def constraint_slack(c: CompiledNetwork, x: np.ndarray) -> np.ndarray:
+    """Per diode, ``w - (x[a] - x[c])`` in volts (>= 0 when the diode is not reverse-violated)."""
+    xf = np.append(x, 0.0)
+    return c.diode_offset - (xf[c.diode_anode_var] - xf[c.diode_cathode_var])
+
+
+def outflow(c: CompiledNetwork, x: np.ndarray) -> np.ndarray:
+    """Current (A) leaving each free variable through resistors and current sources: ``Q x - source``."""
+    return c.q_matrix @ x - c.sweep.source
+
+
+def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Diode currents that balance KCL, carried by the ``active`` (conducting) diodes only.
+
+    The active diodes are spanned by a forest rooted at the fixed potentials; each tree's
+    currents follow from the excess of its nodes. Inactive diodes, and active ones off the
+    forest, carry zero.
+    """
+    n = c.num_free
+    use = active & c.diode_is_constraint
+    idx = np.flatnonzero(use)
+    tail, head = c.diode_anode_var[idx], c.diode_cathode_var[idx]
+    forest = spanning_forest(n + 1, tail, head, np.array([n]))
+    excess = np.append(-outflow(c, x), 0.0)
+    flow, _ = tree_flows(forest, tail, head, excess, idx.size)
+    lam = np.zeros(c.diode_offset.size)
+    lam[idx] = flow
+    return lam
+
+
+def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
+    """Measure how far ``(x, lam)`` is from satisfying the KKT conditions."""
+    n = c.num_free
+    con = c.diode_is_constraint
+    balance = np.append(outflow(c, x), 0.0)
+    np.add.at(balance, c.diode_anode_var[con], lam[con])
+    np.subtract.at(balance, c.diode_cathode_var[con], lam[con])
+    kcl = float(np.max(np.abs(balance[:n]), initial=0.0))
+    slack = constraint_slack(c, x)
+    feasibility = float(np.max(-slack, initial=0.0))
+    dual = float(np.max(-lam, initial=0.0))
+    comp_abs = np.minimum(np.maximum(lam, 0.0), np.maximum(slack, 0.0))
+    v = c.potentials(x)
+    voltage_scale = max(1.0, float(np.max(np.abs(v), initial=0.0)))
+    drive = np.abs(c.sweep.source) + abs(c.q_matrix) @ np.abs(x)
+    current_scale = max(1.0, float(np.max(drive, initial=0.0)))
+    comp_scaled = np.minimum(np.maximum(lam, 0.0) / current_scale, np.maximum(slack, 0.0) / voltage_scale)
+    scaled = max(kcl / current_scale, feasibility / voltage_scale, dual / current_scale,
+                 float(np.max(comp_scaled, initial=0.0)))
+    return KKTReport(kcl, feasibility, dual, float(np.max(comp_abs, initial=0.0)),
+                     current_scale, voltage_scale, scaled)
+

@@ -1,0 +1,66 @@
+"""The steady state of a network and everything derived from it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .compiled import CompiledNetwork
+from .forest import tree_flows
+from .kkt import KKTReport
+
+
+@dataclass(frozen=True)
+class Solution:
+    """Steady state of a :class:`~resgraph.Network` (SI units; element arrays in insertion order).
+
+    ``potentials`` (V, ground 0); ``resistor_currents`` (A, a -> b); ``diode_currents``
+    (A, anode -> cathode, >= 0); ``voltage_source_currents`` (A, leaving the plus terminal into
+    the circuit); ``current_source_voltages`` is not reported (it is ``v[b] - v[a]``).
+    ``kkt_residual`` is the largest absolute violation of KCL (A), feasibility (V), diode-current
+    sign (A) or complementarity; ``kkt`` has each part and their scales; ``converged`` is true
+    when every part is below ``tol`` times its scale (scales are >= 1).
+    """
+
+    potentials: np.ndarray
+    resistor_currents: np.ndarray
+    diode_currents: np.ndarray
+    voltage_source_currents: np.ndarray
+    diode_on: np.ndarray
+    power: float
+    kkt: KKTReport
+    converged: bool
+    sweeps: int
+    polish_iterations: int
+    backend: str
+    variables: np.ndarray = field(repr=False)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def kkt_residual(self) -> float:
+        return self.kkt.residual
+
+
+def build_solution(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, kkt: KKTReport, tol: float,
+                   sweeps: int, polish_iterations: int, backend: str, timings: dict) -> Solution:
+    v = c.potentials(x)
+    ra, rb, g = c.resistors
+    i_r = g * (v[ra] - v[rb])
+    anode, cathode = c.diodes
+    ca, cb, current = c.current_sources
+    # Current leaving each node through resistors, current sources and diodes; voltage sources
+    # must feed it back.
+    out = np.zeros(c.num_nodes)
+    np.add.at(out, ra, i_r)
+    np.subtract.at(out, rb, i_r)
+    np.add.at(out, ca, current)
+    np.subtract.at(out, cb, current)
+    np.add.at(out, anode, lam)
+    np.subtract.at(out, cathode, lam)
+    plus, minus, _ = c.voltage_sources
+    flow, _ = tree_flows(c.vs_forest, plus, minus, -out, plus.size)
+    return Solution(
+        potentials=v, resistor_currents=i_r, diode_currents=lam, voltage_source_currents=-flow,
+        diode_on=lam > 0, power=float(np.sum(g * (v[ra] - v[rb]) ** 2)), kkt=kkt,
+        converged=bool(kkt.scaled <= tol), sweeps=sweeps, polish_iterations=polish_iterations,
+        backend=backend, variables=x, timings=timings)

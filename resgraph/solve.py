@@ -1,0 +1,122 @@
+"""``resgraph.solve``: the steady state of a network, certified by its KKT residual.
+
+1. Projected over-relaxed exact coordinate descent, colour by colour, on the chosen backend;
+   every ``check_every`` sweeps the set of conducting diodes is read back.
+2. Once that set settles (or the sweep budget is spent), the active-set polish
+   (:mod:`resgraph.polish`) solves for the exact optimum and certifies it. Should the polish not
+   settle, coordinate descent resumes from where it was and the polish is retried later.
+
+``polish=False`` runs coordinate descent alone until the KKT residual reaches ``tol``; it can
+stall when a conducting diode joins two free nodes, which the residual then shows.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .backends import get_backend
+from .compiled import CompiledNetwork
+from .errors import NetworkError, ResgraphError
+from .kkt import constraint_slack, diode_currents, kkt_report
+from .network import Network
+from .polish import polish as active_set_polish
+from .solution import Solution, build_solution
+
+#: Over-relaxation factor of the coordinate-descent sweeps (measured: benchmarks/omega_sweep.py).
+DEFAULT_OMEGA = 1.5
+
+
+def _start(c: CompiledNetwork, warm_start) -> np.ndarray:
+    if warm_start is None:
+        return c.feasible_start.copy()
+    v = warm_start.potentials if isinstance(warm_start, Solution) else np.asarray(warm_start, np.float64)
+    if v.shape != (c.num_nodes,):
+        raise NetworkError(f"warm_start must hold {c.num_nodes} node potentials, got shape {v.shape}")
+    if not np.all(np.isfinite(v)):
+        raise NetworkError("warm_start potentials must be finite")
+    x = np.clip(c.variables(v), c.sweep.lower_bound, c.sweep.upper_bound)
+    # A warm start that breaks a coupled diode cannot seed coordinate descent.
+    return x if np.all(constraint_slack(c, x) >= 0) else c.feasible_start.copy()
+
+
+def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1e-9, *,
+          warm_start: Solution | np.ndarray | None = None, omega: float = DEFAULT_OMEGA,
+          max_sweeps: int = 100_000, check_every: int = 10, polish: bool = True,
+          dtype=np.float64) -> Solution:
+    """Steady state of ``net``.
+
+    Parameters
+    ----------
+    backend : "numba" (default), "numpy", "cupy" or "osqp" (reference QP solver).
+    tol : relative KKT tolerance (see :class:`~resgraph.Solution`), e.g. 1e-9.
+    warm_start : a previous :class:`Solution` or node potentials to start from.
+    omega : over-relaxation factor in (0, 2) of the coordinate-descent sweeps.
+    max_sweeps, check_every : sweep budget, and how often progress is read back.
+    polish : finish with the exact active-set polish (default); False runs sweeps alone.
+    dtype : float dtype of the sweeps (float32 is faster on GPUs; the polish is float64).
+    """
+    if not 0 < omega < 2:
+        raise ResgraphError(f"omega must be in (0, 2) for coordinate descent to converge, got {omega}")
+    if not tol > 0:
+        raise ResgraphError(f"tol must be positive, got {tol}")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    c = net.compile() if isinstance(net, Network) else net
+    timings["compile"] = time.perf_counter() - t0
+    if backend == "osqp":
+        return _solve_osqp(c, tol, timings)
+    be = get_backend(backend)
+    x = _start(c, warm_start)
+    t0 = time.perf_counter()
+    graph = c.sweep.astype(dtype, be.to_device)
+    xd = be.to_device(x.astype(dtype))
+    con = c.diode_is_constraint
+    sweeps = polishes = 0
+    result = None
+    previous_active = None
+    next_polish = 0
+    while True:
+        chunk = min(check_every, max_sweeps - sweeps)
+        if chunk > 0:
+            be.colour_sweep(graph, xd, omega, chunk)
+            sweeps += chunk
+        x = np.asarray(be.to_host(xd), np.float64)
+        vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
+        active_tol = max(tol, np.finfo(dtype).eps * 16) * vscale
+        active = con & (constraint_slack(c, x) <= active_tol)
+        settled = previous_active is not None and np.array_equal(active, previous_active)
+        previous_active = active
+        if polish and (chunk == 0 or (settled and sweeps >= next_polish)):
+            t1 = time.perf_counter()
+            result = active_set_polish(c, x, tol, active_tol)
+            timings["polish"] = timings.get("polish", 0.0) + time.perf_counter() - t1
+            polishes += result.iterations
+            if result.converged or chunk == 0:
+                break
+            next_polish = 2 * sweeps
+        elif not polish:
+            lam = diode_currents(c, x, active)
+            if chunk == 0 or kkt_report(c, x, lam).scaled <= tol:
+                break
+    timings["sweeps"] = time.perf_counter() - t0 - timings.get("polish", 0.0)
+    if result is not None and result.converged:
+        x, lam = result.x, result.currents
+    else:
+        lam = diode_currents(c, x, previous_active)
+    report = kkt_report(c, x, lam)
+    return build_solution(c, x, lam, report, tol, sweeps, polishes, be.name, timings)
+
+
+def _solve_osqp(c: CompiledNetwork, tol: float, timings: dict) -> Solution:
+    from .backends.osqp_backend import solve_qp
+    from .qp import network_qp
+
+    qp = network_qp(c)
+    t0 = time.perf_counter()
+    x, y, info = solve_qp(qp, eps=min(tol, 1e-6))
+    timings["osqp"] = time.perf_counter() - t0
+    lam = np.zeros(c.diode_offset.size)
+    lam[qp.diode_index] = y
+    report = kkt_report(c, x, lam)
+    return build_solution(c, x, lam, report, tol, int(info["iterations"]), 0, "osqp", timings)
