@@ -124,7 +124,7 @@ def test_env_data_folder_is_used(tmp_path, monkeypatch, tiny):
     assert mnist(download=False).train_labels.tolist() == [3, 9]
 
 
-def test_missing_file_without_download_says_how_to_provide_it(tmp_path, tiny):
+def test_missing_file_without_download_says_how_to_provide_it(tmp_path):
     with pytest.raises(DataError) as info:
         mnist(tmp_path, download=False)
     message = str(info.value)
@@ -197,7 +197,7 @@ def test_downloaded_content_with_wrong_hash_is_rejected_and_not_kept(tmp_path, t
     assert list(cache.iterdir()) == []
 
 
-def test_no_network_gives_instructions(tmp_path, tiny):
+def test_no_network_gives_instructions(tmp_path):
     cache = tmp_path / "cache"
     url = closed_port_url()
     with pytest.raises(DataError) as info:
@@ -208,7 +208,7 @@ def test_no_network_gives_instructions(tmp_path, tiny):
     assert list(cache.iterdir()) == []
 
 
-def test_mirrors_must_be_a_list_of_urls(tmp_path, tiny):
+def test_mirrors_must_be_a_list_of_urls(tmp_path):
     with pytest.raises(DataError, match="mirrors must be a sequence"):
         mnist(tmp_path, mirrors="http://127.0.0.1/", progress=False)
 
