@@ -1,0 +1,265 @@
+"""Numba DRN kernels: a compiled run of many EP training batches; the rest is the NumPy kernels.
+
+The batch loop, the three relaxations (free, ``-beta``, ``+beta``), the centred-EP update of every
+conductance and bias, and the next batch's input drive all run in one compiled call, so training
+at batch size 4 pays no per-batch Python overhead. Loops that touch a conductance matrix run in
+parallel over blocks of ``COLUMN_BLOCK`` columns (output units) with the reduction over rows done in
+a fixed order, so results do not depend on the number of threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..numpy_backend.drn import (  # noqa: F401  (re-exported: same math, no copy)
+    array_module,
+    ep_gradients,
+    input_drive,
+    kkt_residual,
+    relax,
+    sgd_step,
+    total_conductances,
+)
+
+#: Columns of a conductance matrix handled by one parallel task.
+COLUMN_BLOCK = 64
+
+_JIT = dict(cache=True, error_model="numpy", nogil=True)
+
+# Status codes written by `_train_batches` into status[0].
+_OK, _NONPOSITIVE = 0, 1
+
+
+@njit(**_JIT)
+def _sweeps(weights, biases, drive, totals, state, beta, target, iterations):
+    """``iterations`` block-coordinate-descent sweeps on ``state`` (see numpy_backend.drn.relax)."""
+    num_layers = len(weights)
+    last = num_layers - 1
+    zero = drive[0, 0] - drive[0, 0]
+    for _ in range(iterations):
+        for parity in range(2):
+            for l in range(parity, num_layers, 2):
+                if l == 0:
+                    current = drive.copy()
+                else:
+                    current = np.dot(state[l - 1], weights[l])
+                v, b, g = state[l], biases[l], totals[l]
+                batch, n = v.shape
+                if l < last:
+                    top = np.dot(state[l + 1], weights[l + 1].T)
+                    half = n // 2
+                    for r in range(batch):
+                        for k in range(n):
+                            p = ((current[r, k] + b[k]) + top[r, k]) / g[k]
+                            if k < half:
+                                v[r, k] = p if p > zero else zero
+                            else:
+                                v[r, k] = p if p < zero else zero
+                else:
+                    for r in range(batch):
+                        for k in range(n):
+                            v[r, k] = ((current[r, k] + b[k]) + beta * target[r, k]) / (g[k] + beta)
+
+
+@njit(**_JIT)
+def _first_nonpositive(totals, beta):
+    """(layer, unit) of the first unit whose total conductance (+ beta at the outputs) is <= 0."""
+    last = len(totals) - 1
+    for l in range(last + 1):
+        g = totals[l]
+        for k in range(g.shape[0]):
+            if (g[k] + beta if l == last else g[k]) <= 0:
+                return l, k
+    return -1, -1
+
+
+@njit(parallel=True, **_JIT)
+def _update_input_layer(w, x, dh, post_sq, s, lr, x_next, has_next, gain, drive_next, colsum):
+    """Centred-EP SGD step on the input conductances, fused with the next batch's drive.
+
+    ``w`` (2n, H); ``x`` (B, n) this batch's pixels; ``dh = h(+beta) - h(-beta)`` (B, H);
+    ``post_sq[k]`` the scaled sum of ``h+^2 - h-^2``. Gradient of row ``j`` (source ``+A x_j``):
+    ``post_sq - s t``, of row ``n + j`` (source ``-A x_j``): ``post_sq + s t``, ``t = x[:, j] . dh``.
+    Writes the clipped conductances, their column sums into ``colsum`` and, if ``has_next``, the
+    input drive of ``x_next`` into ``drive_next``.
+    """
+    batch, n = x.shape
+    hidden = w.shape[1]
+    zero = lr - lr
+    for blk in prange((hidden + COLUMN_BLOCK - 1) // COLUMN_BLOCK):
+        k0 = blk * COLUMN_BLOCK
+        m = min(hidden, k0 + COLUMN_BLOCK) - k0
+        t = np.empty(m, w.dtype)
+        diff = np.empty(m, w.dtype)
+        acc = np.zeros(m, w.dtype)
+        dn = np.zeros((batch, m), w.dtype)
+        for j in range(n):
+            t[:] = 0
+            for r in range(batch):
+                xr = x[r, j]
+                if xr != 0:
+                    for c in range(m):
+                        t[c] += xr * dh[r, k0 + c]
+            for c in range(m):
+                k = k0 + c
+                wp = w[j, k] - lr * (post_sq[k] - s * t[c])
+                wn = w[n + j, k] - lr * (post_sq[k] + s * t[c])
+                wp = wp if wp > zero else zero
+                wn = wn if wn > zero else zero
+                w[j, k] = wp
+                w[n + j, k] = wn
+                acc[c] += wp + wn
+                diff[c] = wp - wn
+            if has_next:
+                for r in range(batch):
+                    xr = x_next[r, j]
+                    if xr != 0:
+                        for c in range(m):
+                            dn[r, c] += xr * diff[c]
+        for c in range(m):
+            colsum[k0 + c] = acc[c]
+            for r in range(batch):
+                drive_next[r, k0 + c] = gain * dn[r, c]
+
+
+@njit(parallel=True, **_JIT)
+def _update_layer(w, um, up, vm, vp, pre_sq, post_sq, s, lr, colsum):
+    """Centred-EP SGD step on conductances between hidden/output layers; column sums to ``colsum``.
+
+    Gradient ``pre_sq[j] + post_sq[k] - s (up[:, j] . vp[:, k] - um[:, j] . vm[:, k])`` where ``u``
+    is the lower layer, ``v`` the upper one, ``m``/``p`` the ``-beta``/``+beta`` phases.
+    """
+    batch, fan_in = um.shape
+    fan_out = w.shape[1]
+    zero = lr - lr
+    for blk in prange((fan_out + COLUMN_BLOCK - 1) // COLUMN_BLOCK):
+        k0 = blk * COLUMN_BLOCK
+        m = min(fan_out, k0 + COLUMN_BLOCK) - k0
+        t = np.empty(m, w.dtype)
+        acc = np.zeros(m, w.dtype)
+        for j in range(fan_in):
+            t[:] = 0
+            for r in range(batch):
+                a = up[r, j]
+                if a != 0:
+                    for c in range(m):
+                        t[c] += a * vp[r, k0 + c]
+                a = um[r, j]
+                if a != 0:
+                    for c in range(m):
+                        t[c] -= a * vm[r, k0 + c]
+            for c in range(m):
+                k = k0 + c
+                g = w[j, k] - lr * ((pre_sq[j] + post_sq[k]) - s * t[c])
+                g = g if g > zero else zero
+                w[j, k] = g
+                acc[c] += g
+        for c in range(m):
+            colsum[k0 + c] = acc[c]
+
+
+@njit(**_JIT)
+def _scaled_square_difference(plus, minus, scale):
+    out = np.zeros(plus.shape[1], plus.dtype)
+    for r in range(plus.shape[0]):
+        for k in range(plus.shape[1]):
+            out[k] += plus[r, k] * plus[r, k] - minus[r, k] * minus[r, k]
+    return out * scale
+
+
+@njit(**_JIT)
+def _train_batches(weights, biases, state, minus, plus, totals, drive, drive_next, x, x_next,
+                   target, images, labels, order, first, num_batches, gain, beta, iterations,
+                   lr_weights, lr_biases, scale, bias_scale, s_input, s_hidden, status):
+    """Train on ``num_batches`` batches ``order[first + i B: first + (i + 1) B]``; free-phase errors.
+
+    ``state`` (persistent) holds the potentials the previous batch ended in (its ``+beta`` phase),
+    from which the free phase starts; both nudged phases start from the free state. On a unit with
+    non-positive total conductance, stops before that batch and writes (1, layer, unit, batch) into
+    ``status``.
+    """
+    num_layers = len(weights)
+    last = num_layers - 1
+    batch, n = x.shape
+    zero = beta - beta
+    errors = 0
+    for i in range(num_batches):
+        base = first + i * batch
+        if i == 0:
+            for r in range(batch):
+                x[r] = images[order[base + r]]
+            drive[:] = gain * (np.dot(x, weights[0][:n]) - np.dot(x, weights[0][n:]))
+            for l in range(num_layers):
+                totals[l][:] = weights[l].sum(axis=0)
+                if l < last:
+                    totals[l][:] += weights[l + 1].sum(axis=1)
+        else:
+            x[:] = x_next
+            drive[:] = drive_next
+        layer, unit = _first_nonpositive(totals, -beta)
+        if layer >= 0:
+            status[0], status[1], status[2], status[3] = _NONPOSITIVE, layer, unit, i
+            return errors
+        target[:] = 0
+        for r in range(batch):
+            target[r, labels[order[base + r]]] = 1
+        _sweeps(weights, biases, drive, totals, state, zero, target, iterations)
+        for r in range(batch):
+            if np.argmax(state[last][r]) != labels[order[base + r]]:
+                errors += 1
+        for l in range(num_layers):
+            minus[l][:] = state[l]
+            plus[l][:] = state[l]
+        _sweeps(weights, biases, drive, totals, minus, -beta, target, iterations)
+        _sweeps(weights, biases, drive, totals, plus, beta, target, iterations)
+        has_next = i + 1 < num_batches
+        if has_next:
+            for r in range(batch):
+                x_next[r] = images[order[base + batch + r]]
+        for l in range(num_layers):
+            b = biases[l]
+            for r in range(batch):
+                for k in range(b.shape[0]):
+                    b[k] += lr_biases[l] * bias_scale * (plus[l][r, k] - minus[l][r, k])
+            post_sq = _scaled_square_difference(plus[l], minus[l], scale)
+            if l == 0:
+                _update_input_layer(weights[0], x, plus[0] - minus[0], post_sq, s_input,
+                                    lr_weights[0], x_next, has_next, gain, drive_next, totals[0])
+            else:
+                pre_sq = _scaled_square_difference(plus[l - 1], minus[l - 1], scale)
+                _update_layer(weights[l], minus[l - 1], plus[l - 1], minus[l], plus[l], pre_sq, post_sq,
+                              s_hidden, lr_weights[l], totals[l])
+        for l in range(last):
+            totals[l][:] += weights[l + 1].sum(axis=1)
+        for l in range(num_layers):
+            state[l][:] = plus[l]
+    return errors
+
+
+def train_batches(weights, biases, state, images, labels, order, first: int, num_batches: int,
+                  gain: float, beta: float, iterations: int, lr_weights, lr_biases):
+    """Centred-EP SGD on ``num_batches`` full batches taken from ``images[order[first:]]``, in place.
+
+    ``state`` is the persistent (batch, n) potentials list, updated to the last batch's ``+beta``
+    state. Returns ``(free_phase_errors, failure)`` where ``failure`` is None or
+    ``(layer_index, unit, batch_index)`` of a unit with non-positive total conductance (training
+    stopped before that batch).
+    """
+    dt = weights[0].dtype.type
+    batch = state[0].shape[0]
+    n = images.shape[1]
+    weights, biases, state = tuple(weights), tuple(biases), tuple(state)
+    minus = tuple(np.empty_like(s) for s in state)
+    plus = tuple(np.empty_like(s) for s in state)
+    totals = tuple(np.empty(w.shape[1], weights[0].dtype) for w in weights)
+    drive = np.empty((batch, weights[0].shape[1]), weights[0].dtype)
+    status = np.zeros(4, np.int64)
+    scale = 1.0 / (4.0 * beta * batch)
+    errors = _train_batches(
+        weights, biases, state, minus, plus, totals, drive, np.empty_like(drive),
+        np.empty((batch, n), images.dtype), np.empty((batch, n), images.dtype),
+        np.empty_like(state[-1]), images, labels, order, first, num_batches, dt(gain), dt(beta),
+        iterations, np.asarray(lr_weights, weights[0].dtype), np.asarray(lr_biases, weights[0].dtype),
+        dt(scale), dt(1.0 / (2.0 * beta * batch)), dt(2.0 * gain * scale), dt(2.0 * scale), status)
+    failure = None if status[0] == _OK else (int(status[1]), int(status[2]), int(status[3]))
+    return int(errors), failure
