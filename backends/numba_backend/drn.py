@@ -9,7 +9,7 @@ a fixed order, so results do not depend on the number of threads.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange, set_num_threads
 
 from ..numpy_backend.drn import (  # noqa: F401  (re-exported: same math, no copy)
     array_module,
@@ -23,6 +23,8 @@ from ..numpy_backend.drn import (  # noqa: F401  (re-exported: same math, no cop
 
 #: Columns of a conductance matrix handled by one parallel task.
 COLUMN_BLOCK = 64
+#: Conductance matrices with fewer entries are updated by one thread.
+PARALLEL_MIN_CONDUCTANCES = 1 << 18
 
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -223,8 +225,8 @@ def _train_batches(weights, biases, state, minus, plus, totals, drive, drive_nex
                     b[k] += lr_biases[l] * bias_scale * (plus[l][r, k] - minus[l][r, k])
             post_sq = _scaled_square_difference(plus[l], minus[l], scale)
             if l == 0:
-                _update_input_layer(weights[0], x, plus[0] - minus[0], post_sq, s_input,
-                                    lr_weights[0], x_next, has_next, gain, drive_next, totals[0])
+                _update_input_layer(weights[0], x, plus[0] - minus[0], post_sq, s_input, lr_weights[0],
+                                    x_next, has_next, gain, drive_next, totals[0])
             else:
                 pre_sq = _scaled_square_difference(plus[l - 1], minus[l - 1], scale)
                 _update_layer(weights[l], minus[l - 1], plus[l - 1], minus[l], plus[l], pre_sq, post_sq,
@@ -255,11 +257,19 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
     drive = np.empty((batch, weights[0].shape[1]), weights[0].dtype)
     status = np.zeros(4, np.int64)
     scale = 1.0 / (4.0 * beta * batch)
-    errors = _train_batches(
-        weights, biases, state, minus, plus, totals, drive, np.empty_like(drive),
-        np.empty((batch, n), images.dtype), np.empty((batch, n), images.dtype),
-        np.empty_like(state[-1]), images, labels, order, first, num_batches, dt(gain), dt(beta),
-        iterations, np.asarray(lr_weights, weights[0].dtype), np.asarray(lr_biases, weights[0].dtype),
-        dt(scale), dt(1.0 / (2.0 * beta * batch)), dt(2.0 * gain * scale), dt(2.0 * scale), status)
+    # A parallel region costs microseconds and, when another process holds a core, a long wait at
+    # its barrier: networks whose conductance matrices are all small train on one thread.
+    threads = get_num_threads()
+    if max(w.size for w in weights) < PARALLEL_MIN_CONDUCTANCES:
+        set_num_threads(1)
+    try:
+        errors = _train_batches(
+            weights, biases, state, minus, plus, totals, drive, np.empty_like(drive),
+            np.empty((batch, n), images.dtype), np.empty((batch, n), images.dtype),
+            np.empty_like(state[-1]), images, labels, order, first, num_batches, dt(gain), dt(beta),
+            iterations, np.asarray(lr_weights, weights[0].dtype), np.asarray(lr_biases, weights[0].dtype),
+            dt(scale), dt(1.0 / (2.0 * beta * batch)), dt(2.0 * gain * scale), dt(2.0 * scale), status)
+    finally:
+        set_num_threads(threads)
     failure = None if status[0] == _OK else (int(status[1]), int(status[2]), int(status[3]))
     return int(errors), failure

@@ -170,11 +170,11 @@ class Trainer:
         """Restore a :meth:`state_dict` (also one read back by ``np.load``) into this trainer and model."""
         model = self.model
         missing = [key for key in self.state_dict() if key not in state]
-        if missing:
-            raise DRNError(f"state dict lacks {', '.join(missing)}")
-        if tuple(np.asarray(state["sizes"]).tolist()) != model.sizes:
+        if "sizes" in state and tuple(np.asarray(state["sizes"]).tolist()) != model.sizes:
             raise DRNError(f"state dict is for sizes {tuple(np.asarray(state['sizes']).tolist())}, "
                            f"the model has {model.sizes}")
+        if missing:
+            raise DRNError(f"state dict lacks {', '.join(missing)}")
         if int(state["batch_size"]) != self.batch_size or str(state["algorithm"]) != self.algorithm:
             raise DRNError(f"state dict is for batch size {int(state['batch_size'])} and algorithm "
                            f"{str(state['algorithm'])!r}; this trainer has {self.batch_size}, {self.algorithm!r}")
