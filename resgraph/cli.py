@@ -199,6 +199,7 @@ def _run_epoch(trainer, train: tuple, test: tuple, epochs: int) -> dict[str, Any
     from tqdm.auto import tqdm
 
     epoch = trainer.epoch + 1
+    lr_weights = trainer.lr_weights.tolist()  # this epoch's rates; they decay at its end
     start = time.perf_counter()
     with tqdm(total=len(train[0]), unit="ex", desc=f"epoch {epoch}/{epochs}") as bar:
 
@@ -212,7 +213,7 @@ def _run_epoch(trainer, train: tuple, test: tuple, epochs: int) -> dict[str, Any
         test_error = trainer.evaluate(*test)
     return {"epoch": epoch, "train_error": float(train_error), "test_error": float(test_error),
             "seconds": round(time.perf_counter() - start, 3), "train_examples": len(train[0]),
-            "test_examples": len(test[0])}
+            "test_examples": len(test[0]), "lr_weights": lr_weights}
 
 
 def _plot(args: argparse.Namespace) -> int:

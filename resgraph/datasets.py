@@ -17,8 +17,6 @@ import http.client
 import hashlib
 import os
 import struct
-import tempfile
-import urllib.error
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DataError
+from .fileio import atomic_write
 
 __all__ = ["MNIST", "mnist", "mnist_folder", "MIRRORS", "SHA256", "parse_idx"]
 
@@ -194,26 +193,21 @@ def _download(folder: Path, name: str, mirrors: list[str], progress: bool) -> Pa
 
 
 def _fetch_atomically(url: str, target: Path, name: str, progress: bool) -> None:
-    """Download ``url`` to a temporary file beside ``target``, verify it, then rename it into place."""
+    """Download ``url`` into memory, verify its content, then write it atomically to ``target``."""
     from tqdm.auto import tqdm
 
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        digest = hashlib.sha256(_decompress(Path(tmp).read_bytes(), url)).hexdigest()
-        if digest != SHA256[name]:
-            raise DataError(f"wrong content: SHA-256 {digest}, expected {SHA256[name]}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    chunks = []
+    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+            while chunk := response.read(_CHUNK):
+                chunks.append(chunk)
+                bar.update(len(chunk))
+    content = b"".join(chunks)
+    digest = hashlib.sha256(_decompress(content, url)).hexdigest()
+    if digest != SHA256[name]:
+        raise DataError(f"wrong content: SHA-256 {digest}, expected {SHA256[name]}")
+    atomic_write(target, lambda f: f.write(content))
 
 
 def _how_to(folder: Path) -> str:

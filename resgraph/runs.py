@@ -8,18 +8,17 @@ disk and renamed over the old one, so an interruption leaves either the old or t
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import ResgraphError
+from .fileio import atomic_write
 
 __all__ = [
-    "RunError", "CONFIG", "METRICS", "CHECKPOINT", "atomic_write", "write_config", "read_config",
+    "RunError", "CONFIG", "METRICS", "CHECKPOINT", "write_config", "read_config",
     "write_metrics", "read_metrics", "save_checkpoint", "load_checkpoint",
 ]
 
@@ -31,26 +30,6 @@ _METRICS_KEY = "__metrics__"  # checkpoint entry holding the metrics history as 
 
 class RunError(ResgraphError):
     """A run folder is missing, inconsistent with the requested run, or holds a corrupt file."""
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, fsync it, then rename it to ``path``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def write_config(run_dir: Path, config: dict[str, Any]) -> None:

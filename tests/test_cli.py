@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from resgraph.cli import main
-from resgraph.runs import (RunError, atomic_write, load_checkpoint, read_metrics, save_checkpoint,
+from resgraph.fileio import atomic_write
+from resgraph.runs import (RunError, load_checkpoint, read_metrics, save_checkpoint,
                            write_config, write_metrics)
 
 REAL = Path(os.environ.get("RESGRAPH_DATA") or Path(__file__).resolve().parents[1].parent / "shared/data/mnist")
@@ -48,6 +49,7 @@ def test_train_writes_config_metrics_checkpoint_and_plot(tmp_path, capsys):
     assert config["train_limit"] == 40 and config["batch_size"] == 4 and config["algorithm"] == "ep"
     records = read_metrics(out)
     assert [r["epoch"] for r in records] == [1, 2]
+    assert records[1]["lr_weights"] == pytest.approx([0.99 * lr for lr in records[0]["lr_weights"]])
     for r in records:
         assert 0.0 <= r["train_error"] <= 1.0 and 0.0 <= r["test_error"] <= 1.0 and r["seconds"] > 0
         assert r["test_error"] * 20 == pytest.approx(round(r["test_error"] * 20))  # a fraction of 20 examples
@@ -167,6 +169,10 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, fail)
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f"]
+    atomic_write(path, lambda f: f.write(b"new"))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_checkpoint_round_trip_and_corruption(tmp_path):
