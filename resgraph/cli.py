@@ -110,7 +110,7 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         if args.out is None:
             raise RunError("--resume needs --out RUN_DIR, the folder of the run to continue")
         config = read_config(args.out)
-        missing = [key for key in (*IDENTITY_DEFAULTS, "epochs") if key not in config]
+        missing = [key for key in (*IDENTITY_DEFAULTS, "epochs", "data") if key not in config]
         if missing:
             raise RunError(f"{args.out}/{CONFIG} lacks {', '.join(missing)}; it was not written by `resgraph train`")
         clashes = [f"--{key.replace('_', '-')} {value} (the run has {config.get(key)})"
@@ -120,6 +120,8 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
                            + "; drop these flags or start a new run with another --out")
         if args.epochs is not None:
             config["epochs"] = args.epochs
+        if args.data is not None:
+            config["data"] = args.data
         return args.out, config
 
     config = {**IDENTITY_DEFAULTS, **given}
@@ -150,7 +152,7 @@ def _train(args: argparse.Namespace) -> int:
     from .datasets import mnist
     from .drn import Trainer, preset
 
-    data = mnist(args.data if args.data is not None else config.get("data"))
+    data = mnist(config["data"])
     train_x = _subset(data.train_images, config["train_limit"], "--train-limit")
     train_y = data.train_labels[: len(train_x)]
     test_x = _subset(data.test_images, config["test_limit"], "--test-limit")
@@ -190,7 +192,7 @@ def _train(args: argparse.Namespace) -> int:
               f"{done_epochs} finished epoch(s). Resume with:\n  resgraph train --out {out} --resume",
               file=sys.stderr)
         return 130
-    print(f"finished {config['epochs']} epochs in {out}; plot with: resgraph plot {out}")
+    print(f"trained to epoch {config['epochs']} in {out}; plot with: resgraph plot {out}")
     return 0
 
 

@@ -98,6 +98,16 @@ def test_resume_after_ctrl_c_is_bit_for_bit(tmp_path, capsys, monkeypatch):
     assert_same_run(straight, stepped)
 
 
+@needs_mnist
+def test_backprop_on_numpy_backend(tmp_path):
+    out = tmp_path / "bp"
+    assert train(out, "--algorithm", "bp", "--backend", "numpy", "--epochs", "1") == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["algorithm"] == "bp" and config["backend"] == "numpy"
+    state, metrics = load_checkpoint(out)
+    assert str(state["algorithm"]) == "bp" and [r["epoch"] for r in metrics] == [1]
+
+
 def test_resume_refuses_flags_that_disagree_with_the_run(tmp_path, capsys):
     config = {"preset": "xs", "algorithm": "ep", "backend": "numba", "dtype": "float32", "batch_size": 4,
               "seed": 0, "train_limit": 40, "test_limit": None, "epochs": 2, "data": None}
