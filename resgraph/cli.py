@@ -121,7 +121,7 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
         if args.epochs is not None:
             config["epochs"] = args.epochs
         if args.data is not None:
-            config["data"] = args.data
+            config["data"] = _absolute(args.data)
         return args.out, config
 
     config = {**IDENTITY_DEFAULTS, **given}
@@ -132,13 +132,19 @@ def _resolve_config(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     hyper = PRESETS[config["preset"]].hyper
     config["batch_size"] = config["batch_size"] or hyper.batch_size
     config["epochs"] = args.epochs or hyper.epochs
-    config["data"] = args.data
-    out = args.out or Path("runs") / f"{config['preset']}-{config['algorithm']}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    config["data"] = None if args.data is None else _absolute(args.data)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    out = args.out or Path("runs") / f"{config['preset']}-{config['algorithm']}-{stamp}"
     if (out / CONFIG).exists():
         raise RunError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {out} exists and is not an empty folder")
     return out, config
+
+
+def _absolute(folder: str) -> str:
+    """``folder`` as an absolute path, so that a resumed run finds it from any working directory."""
+    return str(Path(folder).expanduser().resolve())
 
 
 def _subset(array, limit: int | None, flag: str):

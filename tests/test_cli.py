@@ -47,6 +47,7 @@ def test_train_writes_config_metrics_checkpoint_and_plot(tmp_path, capsys):
     config = json.loads((out / "config.json").read_text())
     assert config["preset"] == "xs" and config["seed"] == 3 and config["epochs"] == 2
     assert config["train_limit"] == 40 and config["batch_size"] == 4 and config["algorithm"] == "ep"
+    assert config["data"] == str(REAL.resolve())
     records = read_metrics(out)
     assert [r["epoch"] for r in records] == [1, 2]
     assert records[1]["lr_weights"] == pytest.approx([0.99 * lr for lr in records[0]["lr_weights"]])
