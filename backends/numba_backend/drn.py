@@ -2,14 +2,16 @@
 
 The batch loop, the three relaxations (free, ``-beta``, ``+beta``), the centred-EP update of every
 conductance and bias, and the next batch's input drive all run in one compiled call, so training
-at batch size 4 pays no per-batch Python overhead. Loops that touch a conductance matrix run in
-parallel over blocks of ``COLUMN_BLOCK`` columns (output units) with the reduction over rows done in
-a fixed order, so results do not depend on the number of threads.
+at batch size 4 pays no per-batch Python overhead. The loops are serial, in a fixed order (results
+are bit-reproducible): at batch 4 one pass over a conductance matrix takes well under a
+millisecond, and measured on this project's 2-core machine, splitting it over threads lost more to
+synchronisation (and to any other process holding a core) than it gained. Matrix products inside
+the relaxation call BLAS through ``np.dot``.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange, set_num_threads
+from numba import njit
 
 from ..numpy_backend.drn import (  # noqa: F401  (re-exported: same math, no copy)
     array_module,
@@ -21,10 +23,6 @@ from ..numpy_backend.drn import (  # noqa: F401  (re-exported: same math, no cop
     total_conductances,
 )
 
-#: Columns of a conductance matrix handled by one parallel task.
-COLUMN_BLOCK = 64
-#: Conductance matrices with fewer entries are updated by one thread.
-PARALLEL_MIN_CONDUCTANCES = 1 << 18
 
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
 
@@ -75,7 +73,7 @@ def _first_nonpositive(totals, beta):
     return -1, -1
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _update_input_layer(w, x, dh, post_sq, s, lr, x_next, has_next, gain, drive_next, colsum):
     """Centred-EP SGD step on the input conductances, fused with the next batch's drive.
 
@@ -83,48 +81,47 @@ def _update_input_layer(w, x, dh, post_sq, s, lr, x_next, has_next, gain, drive_
     ``post_sq[k]`` the scaled sum of ``h+^2 - h-^2``. Gradient of row ``j`` (source ``+A x_j``):
     ``post_sq - s t``, of row ``n + j`` (source ``-A x_j``): ``post_sq + s t``, ``t = x[:, j] . dh``.
     Writes the clipped conductances, their column sums into ``colsum`` and, if ``has_next``, the
-    input drive of ``x_next`` into ``drive_next``.
+    input drive of ``x_next`` into ``drive_next``: one pass over ``w``. Inner loops run over whole
+    contiguous rows so that they vectorise; zero pixels (most of MNIST) are skipped.
     """
     batch, n = x.shape
     hidden = w.shape[1]
     zero = lr - lr
-    for blk in prange((hidden + COLUMN_BLOCK - 1) // COLUMN_BLOCK):
-        k0 = blk * COLUMN_BLOCK
-        m = min(hidden, k0 + COLUMN_BLOCK) - k0
-        t = np.empty(m, w.dtype)
-        diff = np.empty(m, w.dtype)
-        acc = np.zeros(m, w.dtype)
-        dn = np.zeros((batch, m), w.dtype)
-        for j in range(n):
-            t[:] = 0
+    t = np.empty(hidden, w.dtype)
+    diff = np.empty(hidden, w.dtype)
+    acc = np.zeros(hidden, w.dtype)
+    dn = np.zeros((batch, hidden), w.dtype)
+    for j in range(n):
+        t[:] = 0
+        for r in range(batch):
+            xr = x[r, j]
+            if xr != 0:
+                d = dh[r]
+                for k in range(hidden):
+                    t[k] += xr * d[k]
+        plus_row = w[j]
+        minus_row = w[n + j]
+        for k in range(hidden):
+            st = s * t[k]
+            wp = max(plus_row[k] - lr * (post_sq[k] - st), zero)
+            wn = max(minus_row[k] - lr * (post_sq[k] + st), zero)
+            plus_row[k] = wp
+            minus_row[k] = wn
+            acc[k] += wp + wn
+            diff[k] = wp - wn
+        if has_next:
             for r in range(batch):
-                xr = x[r, j]
+                xr = x_next[r, j]
                 if xr != 0:
-                    for c in range(m):
-                        t[c] += xr * dh[r, k0 + c]
-            for c in range(m):
-                k = k0 + c
-                wp = w[j, k] - lr * (post_sq[k] - s * t[c])
-                wn = w[n + j, k] - lr * (post_sq[k] + s * t[c])
-                wp = wp if wp > zero else zero
-                wn = wn if wn > zero else zero
-                w[j, k] = wp
-                w[n + j, k] = wn
-                acc[c] += wp + wn
-                diff[c] = wp - wn
-            if has_next:
-                for r in range(batch):
-                    xr = x_next[r, j]
-                    if xr != 0:
-                        for c in range(m):
-                            dn[r, c] += xr * diff[c]
-        for c in range(m):
-            colsum[k0 + c] = acc[c]
-            for r in range(batch):
-                drive_next[r, k0 + c] = gain * dn[r, c]
+                    dr = dn[r]
+                    for k in range(hidden):
+                        dr[k] += xr * diff[k]
+    colsum[:] = acc
+    for r in range(batch):
+        drive_next[r] = gain * dn[r]
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _update_layer(w, um, up, vm, vp, pre_sq, post_sq, s, lr, colsum):
     """Centred-EP SGD step on conductances between hidden/output layers; column sums to ``colsum``.
 
@@ -134,30 +131,27 @@ def _update_layer(w, um, up, vm, vp, pre_sq, post_sq, s, lr, colsum):
     batch, fan_in = um.shape
     fan_out = w.shape[1]
     zero = lr - lr
-    for blk in prange((fan_out + COLUMN_BLOCK - 1) // COLUMN_BLOCK):
-        k0 = blk * COLUMN_BLOCK
-        m = min(fan_out, k0 + COLUMN_BLOCK) - k0
-        t = np.empty(m, w.dtype)
-        acc = np.zeros(m, w.dtype)
-        for j in range(fan_in):
-            t[:] = 0
-            for r in range(batch):
-                a = up[r, j]
-                if a != 0:
-                    for c in range(m):
-                        t[c] += a * vp[r, k0 + c]
-                a = um[r, j]
-                if a != 0:
-                    for c in range(m):
-                        t[c] -= a * vm[r, k0 + c]
-            for c in range(m):
-                k = k0 + c
-                g = w[j, k] - lr * ((pre_sq[j] + post_sq[k]) - s * t[c])
-                g = g if g > zero else zero
-                w[j, k] = g
-                acc[c] += g
-        for c in range(m):
-            colsum[k0 + c] = acc[c]
+    t = np.empty(fan_out, w.dtype)
+    acc = np.zeros(fan_out, w.dtype)
+    for j in range(fan_in):
+        t[:] = 0
+        for r in range(batch):
+            a = up[r, j]
+            if a != 0:
+                d = vp[r]
+                for k in range(fan_out):
+                    t[k] += a * d[k]
+            a = um[r, j]
+            if a != 0:
+                d = vm[r]
+                for k in range(fan_out):
+                    t[k] -= a * d[k]
+        row = w[j]
+        for k in range(fan_out):
+            new = max(row[k] - lr * ((pre_sq[j] + post_sq[k]) - s * t[k]), zero)
+            row[k] = new
+            acc[k] += new
+    colsum[:] = acc
 
 
 @njit(**_JIT)
@@ -257,19 +251,11 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
     drive = np.empty((batch, weights[0].shape[1]), weights[0].dtype)
     status = np.zeros(4, np.int64)
     scale = 1.0 / (4.0 * beta * batch)
-    # A parallel region costs microseconds and, when another process holds a core, a long wait at
-    # its barrier: networks whose conductance matrices are all small train on one thread.
-    threads = get_num_threads()
-    if max(w.size for w in weights) < PARALLEL_MIN_CONDUCTANCES:
-        set_num_threads(1)
-    try:
-        errors = _train_batches(
-            weights, biases, state, minus, plus, totals, drive, np.empty_like(drive),
-            np.empty((batch, n), images.dtype), np.empty((batch, n), images.dtype),
-            np.empty_like(state[-1]), images, labels, order, first, num_batches, dt(gain), dt(beta),
-            iterations, np.asarray(lr_weights, weights[0].dtype), np.asarray(lr_biases, weights[0].dtype),
-            dt(scale), dt(1.0 / (2.0 * beta * batch)), dt(2.0 * gain * scale), dt(2.0 * scale), status)
-    finally:
-        set_num_threads(threads)
+    errors = _train_batches(
+        weights, biases, state, minus, plus, totals, drive, np.empty_like(drive),
+        np.empty((batch, n), images.dtype), np.empty((batch, n), images.dtype),
+        np.empty_like(state[-1]), images, labels, order, first, num_batches, dt(gain), dt(beta),
+        iterations, np.asarray(lr_weights, weights[0].dtype), np.asarray(lr_biases, weights[0].dtype),
+        dt(scale), dt(1.0 / (2.0 * beta * batch)), dt(2.0 * gain * scale), dt(2.0 * scale), status)
     failure = None if status[0] == _OK else (int(status[1]), int(status[2]), int(status[3]))
     return int(errors), failure
