@@ -21,7 +21,7 @@ def solve_qp(qp, eps: float = 1e-10, max_iter: int = 200_000, polish: bool = Tru
     solver = osqp.OSQP()
     solver.setup(qp.P, qp.q, qp.A, qp.l, qp.u, eps_abs=eps, eps_rel=eps, max_iter=max_iter,
                  polishing=polish, verbose=False, **settings)
-    result = solver.solve()
+    result = solver.solve(raise_error=False)
     info = {"status": result.info.status, "iterations": result.info.iter,
             "polished": getattr(result.info, "status_polish", None)}
     return np.asarray(result.x, np.float64), np.asarray(result.y, np.float64), info

@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Network": ("resgraph.network", "Network"),
     "CompiledNetwork": ("resgraph.compiled", "CompiledNetwork"),
-    "solve": ("resgraph.solve", "solve"),
+    "solve": ("resgraph.solver", "solve"),
     "Solution": ("resgraph.solution", "Solution"),
     "kkt_report": ("resgraph.kkt", "kkt_report"),
     "get_backend": ("resgraph.backends", "get_backend"),

@@ -106,6 +106,20 @@ class CompiledNetwork:
         return x
 
 
+def _forest_path(forest: Forest, tail: np.ndarray, head: np.ndarray, a: int, b: int) -> list[int]:
+    """Edges on the forest path between nodes ``a`` and ``b`` (same tree)."""
+    def up(k: int) -> list[int]:
+        edges = []
+        while forest.parent_edge[k] >= 0:
+            e = int(forest.parent_edge[k])
+            edges.append(e)
+            k = int(head[e] if tail[e] == k else tail[e])
+        return edges
+    pa, pb = up(a), up(b)
+    common = set(pa) & set(pb)
+    return [e for e in pa + pb if e not in common]
+
+
 def _vs_elimination(net: "Network"):
     plus, minus, voltage = net.arrays("voltage_source")
     forest = spanning_forest(net.num_nodes, plus, minus, np.array([0]))
@@ -115,9 +129,10 @@ def _vs_elimination(net: "Network"):
     bad = np.flatnonzero(np.abs(mismatch) > CONSISTENCY_RTOL * scale * 10)
     if bad.size:
         i = int(bad[0])
+        loop = ", ".join(f"#{e}" for e in sorted(_forest_path(forest, plus, minus, int(plus[i]), int(minus[i])) + [i]))
         raise KirchhoffVoltageError(
             f"voltage_source #{i} ({int(plus[i])} -> {int(minus[i])}, {voltage[i]:g} V) closes a loop of "
-            f"voltage sources whose voltages do not sum to zero (off by {mismatch[i]:.6g} V): "
+            f"voltage sources ({loop}) whose voltages do not sum to zero (off by {mismatch[i]:.6g} V): "
             "Kirchhoff's voltage law has no solution")
     # Each tree not rooted at ground is one free variable.
     roots = np.flatnonzero((forest.parent_edge < 0) & (forest.root != forest.root[0]))
@@ -240,7 +255,8 @@ def _colours(num_free, rows, cols, net, node_var, roots, colouring):
     for kind in ("resistor", "diode"):
         a, b = net.arrays(kind)[:2]
         va, vb = node_var[a], node_var[b]
-        bad = np.flatnonzero((va >= 0) & (vb >= 0) & (va != vb) & (colour[np.maximum(va, 0)] == colour[np.maximum(vb, 0)]))
+        joined = np.flatnonzero((va >= 0) & (vb >= 0) & (va != vb))
+        bad = joined[colour[va[joined]] == colour[vb[joined]]]
         if bad.size:
             i = int(bad[0])
             raise ColouringError(

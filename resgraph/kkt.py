@@ -56,8 +56,10 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.
     """Diode currents that balance KCL, carried by the ``active`` (conducting) diodes only.
 
     The active diodes are spanned by a forest rooted at the fixed potentials; each tree's
-    currents follow from the excess of its nodes. Inactive diodes, and active ones off the
-    forest, carry zero.
+    currents follow from the excess of its nodes. Where active diodes close loops the split is
+    not unique: the current around each loop is chosen (a small LP over the cycle space) to make
+    the total negative current as small as possible, so a valid split is found whenever one
+    exists. Inactive diodes carry zero.
     """
     n = c.num_free
     use = active & c.diode_is_constraint
@@ -66,9 +68,55 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.
     forest = spanning_forest(n + 1, tail, head, np.array([n]))
     excess = np.append(-outflow(c, x), 0.0)
     flow, _ = tree_flows(forest, tail, head, excess, idx.size)
+    in_tree = np.zeros(idx.size, bool)
+    in_tree[forest.parent_edge[forest.parent_edge >= 0]] = True
+    loops = np.flatnonzero(~in_tree)
+    if loops.size and np.any(flow < 0):
+        flow = _balance_loops(forest, tail, head, flow, loops)
     lam = np.zeros(c.diode_offset.size)
     lam[idx] = flow
     return lam
+
+
+def _tree_path(forest, tail, head, start: int, stop: int) -> list[tuple[int, float]]:
+    """Edges (and +1/-1 for tail->head or head->tail) walked from ``start`` to ``stop``."""
+    def up(k):
+        steps = []
+        while forest.parent_edge[k] >= 0:
+            e = int(forest.parent_edge[k])
+            steps.append((e, k))
+            k = int(head[e] if tail[e] == k else tail[e])
+        return steps
+    a, b = up(start), up(stop)
+    shared = {e for e, _ in a} & {e for e, _ in b}
+    walk = [(e, 1.0 if tail[e] == k else -1.0) for e, k in a if e not in shared]
+    walk += [(e, -1.0 if tail[e] == k else 1.0) for e, k in b if e not in shared]
+    return walk
+
+
+def _balance_loops(forest, tail, head, flow, loops):
+    """Add circulation around loops of active diodes to minimise the total negative current."""
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+
+    rows, cols, vals = [], [], []
+    for j, e in enumerate(loops):
+        rows.append(int(e)); cols.append(j); vals.append(1.0)   # t amperes through the loop diode
+        for f, sign in _tree_path(forest, tail, head, int(head[e]), int(tail[e])):
+            rows.append(f); cols.append(j); vals.append(sign)  # ... returning along the tree
+    touched = np.unique(rows)
+    local = {int(e): i for i, e in enumerate(touched)}
+    cycles = sp.csr_matrix((vals, ([local[r] for r in rows], cols)), shape=(touched.size, loops.size))
+    m, k = loops.size, touched.size
+    # minimise sum(u)  s.t.  flow + N t + u >= 0,  u >= 0
+    a_ub = sp.hstack([-cycles, -sp.identity(k)], format="csr")
+    result = linprog(np.r_[np.zeros(m), np.ones(k)], A_ub=a_ub, b_ub=flow[touched],
+                     bounds=[(None, None)] * m + [(0, None)] * k, method="highs")
+    if result.status != 0:
+        return flow
+    balanced = flow.copy()
+    balanced[touched] += cycles @ result.x[:m]
+    return balanced
 
 
 def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:

@@ -222,7 +222,8 @@ class Network:
 
         ``colouring`` optionally assigns a colour (non-negative int) to every node; nodes of the
         same colour are updated together, so no resistor or diode may join two free nodes of one
-        colour (:class:`~resgraph.ColouringError` otherwise).
+        colour (:class:`~resgraph.ColouringError` otherwise). Nodes tied together by voltage
+        sources move as one variable, which takes the colour of its lowest-numbered node.
         """
         from .compiled import compile_network
 

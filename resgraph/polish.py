@@ -8,8 +8,9 @@ its own, the pair is not. The polish treats the set of conducting diodes as unkn
    cluster, clusters tied to a fixed potential are fixed;
 2. solve the linear network on the clusters exactly (KCL at every cluster);
 3. compute the diode currents from KCL along a spanning forest of each cluster;
-4. a diode is active next time if ``current + c * forward_voltage > 0``: reverse-violated diodes
-   switch on, diodes carrying negative current switch off.
+4. reverse-violated diodes switch on, diodes carrying negative current switch off (currents on
+   loops of active diodes are split to avoid negative values where possible, see
+   :func:`resgraph.kkt.diode_currents`).
 
 On these M-matrix problems it typically converges in a handful of linear solves, and it stops
 only when the KKT conditions hold, so the answer is the true optimum whatever the starting point.
@@ -24,7 +25,7 @@ import scipy.sparse as sp
 from .compiled import CompiledNetwork
 from .forest import potentials_along, spanning_forest
 from .kkt import constraint_slack, diode_currents
-from .linalg import solve_spd
+from .linalg import SPDSolver
 
 
 @dataclass
@@ -36,25 +37,28 @@ class PolishResult:
     converged: bool
 
 
-def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.ndarray:
-    """Minimise the dissipation with every ``active`` diode held at zero voltage."""
+def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, solver: SPDSolver) -> np.ndarray:
+    """Minimise the dissipation with every ``active`` diode held at zero voltage.
+
+    Each cluster of variables joined by active diodes is one unknown, stored in the row of its
+    root variable; rows of fixed variables and of non-root cluster members are identity rows, so
+    every system of a polish has the same size and layout (the solver reuses its preconditioner).
+    """
     n = c.num_free
     idx = np.flatnonzero(active)
     tail, head, drop = c.diode_anode_var[idx], c.diode_cathode_var[idx], c.diode_offset[idx]
     forest = spanning_forest(n + 1, tail, head, np.array([n]))
-    offset = potentials_along(forest, tail, head, drop, np.zeros(n + 1))
+    base = potentials_along(forest, tail, head, drop, np.zeros(n + 1))[:n]
     root = forest.root[:n]
-    free = root != n
-    roots = np.unique(root[free])
-    cluster = np.searchsorted(roots, root[free])
-    rows = np.flatnonzero(free)
-    p = sp.csr_matrix((np.ones(rows.size), (rows, cluster)), shape=(n, roots.size))
-    base = offset[:n]
+    rows = np.flatnonzero(root != n)
+    p = sp.csr_matrix((np.ones(rows.size), (rows, root[rows])), shape=(n, n))
     q = c.q_matrix
-    reduced = (p.T @ q @ p).tocsr()
+    unknown = np.zeros(n, bool)
+    unknown[root[rows]] = True
+    reduced = (p.T @ q @ p + sp.diags((~unknown).astype(np.float64))).tocsr()
     rhs = p.T @ (c.sweep.source - q @ base)
-    guess = x[roots] - base[roots]
-    y = solve_spd(reduced, rhs, guess)
+    guess = np.where(unknown, x - base, 0.0)
+    y = solver.solve(reduced, rhs, guess)
     return p @ y + base
 
 
@@ -68,9 +72,10 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
     total = np.append(c.sweep.total_conductance, 0.0)
     conductance = np.maximum(total[c.diode_anode_var], total[c.diode_cathode_var])
     seen: set[bytes] = set()
+    solver = SPDSolver()
     lam = np.zeros(slack.size)
     for iteration in range(1, max_iterations + 1):
-        x = _solve_with_active(c, x, active)
+        x = _solve_with_active(c, x, active, solver)
         lam = diode_currents(c, x, active)
         slack = constraint_slack(c, x)
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
@@ -80,7 +85,8 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
         if ok_primal and ok_dual:
             return PolishResult(x, np.where(active, lam, 0.0), active, iteration, True)
         seen.add(np.packbits(active).tobytes())
-        active = con & (lam - conductance * slack > 0)
+        # Switch on reverse-violated diodes; keep conducting ones whose current is not negative.
+        active = con & np.where(active, lam >= -tol * iscale, -conductance * slack > tol * iscale)
         if np.packbits(active).tobytes() in seen:
             break
     return PolishResult(x, lam, active, iteration, False)

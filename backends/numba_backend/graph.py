@@ -1,32 +1,57 @@
 """Colour sweep compiled with Numba: parallel over the variables of one colour.
 
 Same update as :mod:`resgraph.backends.numpy_backend.graph` (projected over-relaxed exact
-coordinate descent), fused into one pass per colour with no temporaries.
+coordinate descent), fused into one pass per colour with no temporaries. Colours smaller than
+``PARALLEL_MIN`` run on one thread: starting the thread pool costs more than they do.
 """
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
 
+PARALLEL_MIN = 4096
 
-@nb.njit(parallel=True, cache=True, fastmath=False)
+
+@nb.njit(cache=True, inline="always")
+def _update(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+            lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, omega):
+    drive = source[k]
+    for t in range(indptr[k], indptr[k + 1]):
+        drive += coupling[t] * x[indices[t]]
+    lower = lower_bound[k]
+    for t in range(lower_ptr[k], lower_ptr[k + 1]):
+        lower = max(lower, x[lower_var[t]] + lower_offset[t])
+    upper = upper_bound[k]
+    for t in range(upper_ptr[k], upper_ptr[k + 1]):
+        upper = min(upper, x[upper_var[t]] + upper_offset[t])
+    moved = x[k] + omega * (drive / total[k] - x[k])
+    x[k] = min(max(moved, lower), upper)
+
+
+@nb.njit(parallel=True, cache=True)
+def _colour_parallel(start, stop, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+                     lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, omega):
+    for k in nb.prange(start, stop):
+        _update(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+                lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, omega)
+
+
+@nb.njit(cache=True)
 def _sweeps(indptr, indices, coupling, total, source, lower_bound, upper_bound,
             lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset,
             colour_ptr, x, omega, sweeps):
     for _ in range(sweeps):
         for c in range(colour_ptr.size - 1):
-            for k in nb.prange(colour_ptr[c], colour_ptr[c + 1]):
-                drive = source[k]
-                for t in range(indptr[k], indptr[k + 1]):
-                    drive += coupling[t] * x[indices[t]]
-                lower = lower_bound[k]
-                for t in range(lower_ptr[k], lower_ptr[k + 1]):
-                    lower = max(lower, x[lower_var[t]] + lower_offset[t])
-                upper = upper_bound[k]
-                for t in range(upper_ptr[k], upper_ptr[k + 1]):
-                    upper = min(upper, x[upper_var[t]] + upper_offset[t])
-                moved = x[k] + omega * (drive / total[k] - x[k])
-                x[k] = min(max(moved, lower), upper)
+            start, stop = colour_ptr[c], colour_ptr[c + 1]
+            if stop - start >= PARALLEL_MIN:
+                _colour_parallel(start, stop, indptr, indices, coupling, total, source, lower_bound,
+                                 upper_bound, lower_ptr, lower_var, lower_offset, upper_ptr,
+                                 upper_var, upper_offset, x, omega)
+            else:
+                for k in range(start, stop):
+                    _update(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+                            lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset,
+                            x, omega)
 
 
 def colour_sweep(graph, x: np.ndarray, omega: float, sweeps: int) -> None:

@@ -43,7 +43,7 @@ def _start(c: CompiledNetwork, warm_start) -> np.ndarray:
 def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1e-9, *,
           warm_start: Solution | np.ndarray | None = None, omega: float = DEFAULT_OMEGA,
           max_sweeps: int = 100_000, check_every: int = 10, polish: bool = True,
-          dtype=np.float64) -> Solution:
+          dtype=np.float64, colouring: np.ndarray | None = None) -> Solution:
     """Steady state of ``net``.
 
     Parameters
@@ -55,6 +55,7 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
     max_sweeps, check_every : sweep budget, and how often progress is read back.
     polish : finish with the exact active-set polish (default); False runs sweeps alone.
     dtype : float dtype of the sweeps (float32 is faster on GPUs; the polish is float64).
+    colouring : optional colour per node (see :meth:`Network.compile`); default first-fit.
     """
     if not 0 < omega < 2:
         raise ResgraphError(f"omega must be in (0, 2) for coordinate descent to converge, got {omega}")
@@ -62,7 +63,7 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
         raise ResgraphError(f"tol must be positive, got {tol}")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    c = net.compile() if isinstance(net, Network) else net
+    c = net.compile(colouring) if isinstance(net, Network) else net
     timings["compile"] = time.perf_counter() - t0
     if backend == "osqp":
         return _solve_osqp(c, tol, timings)

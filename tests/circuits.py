@@ -1,0 +1,70 @@
+"""Shared test helpers: random circuits and an independent check of Kirchhoff's laws."""
+from __future__ import annotations
+
+import numpy as np
+
+import resgraph as rg
+
+
+def random_network(rng: np.random.Generator, num_nodes: int, extra_resistors: int = 0,
+                   num_diodes: int = 0, num_vs: int = 0, num_cs: int = 0,
+                   floating_vs: bool = True) -> rg.Network:
+    """A random valid circuit: a resistive spanning tree keeps every node tied to ground."""
+    net = rg.Network(num_nodes)
+    order = rng.permutation(np.arange(1, num_nodes))
+    attached = [0]
+    for node in order:
+        net.add_resistor(int(node), int(rng.choice(attached)), float(rng.uniform(0.1, 10)))
+        attached.append(int(node))
+    for _ in range(extra_resistors):
+        a, b = rng.choice(num_nodes, 2, replace=False)
+        net.add_resistor(int(a), int(b), float(rng.uniform(0.1, 10)))
+    # voltage sources as a forest (no loops), some of them floating
+    parent = list(range(num_nodes))
+
+    def find(k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+    for _ in range(num_vs):
+        a, b = (int(t) for t in rng.choice(num_nodes if floating_vs else num_nodes, 2, replace=False))
+        if find(a) != find(b):
+            parent[find(a)] = find(b)
+            net.add_voltage_source(a, b, float(rng.uniform(-2, 2)))
+    for _ in range(num_diodes):
+        a, b = (int(t) for t in rng.choice(num_nodes, 2, replace=False))
+        net.add_diode(a, b)
+    for _ in range(num_cs):
+        a, b = (int(t) for t in rng.choice(num_nodes, 2, replace=False))
+        net.add_current_source(a, b, float(rng.uniform(-1, 1)))
+    return net
+
+
+def check_kirchhoff(net: rg.Network, sol: rg.Solution, rtol: float = 1e-8) -> None:
+    """Assert every steady-state condition from the reported per-element quantities alone."""
+    v = sol.potentials
+    vscale = max(1.0, float(np.abs(v).max()))
+    assert v[0] == 0.0
+    ra, rb, g = net.arrays("resistor")
+    np.testing.assert_allclose(sol.resistor_currents, g * (v[ra] - v[rb]), rtol=1e-12, atol=1e-12 * vscale)
+    da, dc, _ = net.arrays("diode")
+    pa, pm, volts = net.arrays("voltage_source")
+    ca, cb, amps = net.arrays("current_source")
+    iscale = max(1.0, float(np.abs(np.r_[sol.resistor_currents, sol.diode_currents,
+                                          sol.voltage_source_currents, amps]).max(initial=0)))
+    # KCL at every node but ground: current leaving through every element sums to zero.
+    out = np.zeros(net.num_nodes)
+    np.add.at(out, ra, sol.resistor_currents); np.subtract.at(out, rb, sol.resistor_currents)
+    np.add.at(out, da, sol.diode_currents); np.subtract.at(out, dc, sol.diode_currents)
+    np.subtract.at(out, pa, sol.voltage_source_currents); np.add.at(out, pm, sol.voltage_source_currents)
+    np.add.at(out, ca, amps); np.subtract.at(out, cb, amps)
+    assert np.abs(out[1:]).max(initial=0) <= rtol * iscale, f"KCL violated by {np.abs(out[1:]).max()} A"
+    # Voltage sources hold their voltage; diodes block reverse voltage and carry forward current only.
+    np.testing.assert_allclose(v[pa] - v[pm], volts, atol=1e-9 * vscale)
+    assert np.all(v[da] <= v[dc] + rtol * vscale), "a diode is reverse-violated"
+    assert np.all(sol.diode_currents >= -rtol * iscale), "a diode carries negative current"
+    comp = np.minimum(sol.diode_currents / iscale, (v[dc] - v[da]) / vscale)
+    assert np.all(np.abs(comp) <= rtol), "a diode both conducts and blocks"
+    assert sol.converged
+    assert sol.kkt.scaled <= rtol

@@ -1,0 +1,90 @@
+"""Property tests: random networks solved to the true optimum on every backend."""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import resgraph as rg
+from circuits import check_kirchhoff, random_network
+
+circuit_params = st.fixed_dictionaries({
+    "seed": st.integers(0, 2**32 - 1),
+    "num_nodes": st.integers(2, 14),
+    "extra_resistors": st.integers(0, 20),
+    "num_diodes": st.integers(0, 14),
+    "num_vs": st.integers(0, 4),
+    "num_cs": st.integers(0, 4),
+})
+
+
+def build(params):
+    rng = np.random.default_rng(params["seed"])
+    net = random_network(rng, params["num_nodes"], params["extra_resistors"], params["num_diodes"],
+                         params["num_vs"], params["num_cs"])
+    try:
+        net.compile()
+    except rg.InfeasibleDiodeError:
+        assume(False)
+    return net
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(circuit_params)
+def test_random_networks_satisfy_kirchhoff_and_agree(params):
+    net = build(params)
+    sols = {b: rg.solve(net, backend=b, tol=1e-10) for b in ("numpy", "numba")}
+    for sol in sols.values():
+        check_kirchhoff(net, sol, rtol=1e-8)
+    np.testing.assert_allclose(sols["numpy"].potentials, sols["numba"].potentials, atol=1e-9)
+    ref = rg.solve(net, backend="osqp", tol=1e-6)
+    vscale = max(1.0, np.abs(ref.potentials).max())
+    np.testing.assert_allclose(sols["numba"].potentials, ref.potentials, atol=1e-5 * vscale)
+
+
+@settings(max_examples=40, deadline=None)
+@given(circuit_params, st.integers(0, 2**32 - 1))
+def test_any_valid_colouring_gives_the_same_steady_state(params, colour_seed):
+    net = build(params)
+    base = rg.solve(net)
+    # A random proper colouring of the circuit with voltage-source-tied nodes merged: first-fit
+    # over the merged nodes in a random order.
+    rng = np.random.default_rng(colour_seed)
+    group = list(range(net.num_nodes))
+
+    def find(k):
+        while group[k] != k:
+            k = group[k]
+        return k
+    for i, j in zip(*net.arrays("voltage_source")[:2]):
+        group[find(i)] = find(j)
+    rep = np.array([find(k) for k in range(net.num_nodes)])
+    adj = [set() for _ in range(net.num_nodes)]
+    for kind in ("resistor", "diode"):
+        for i, j in zip(*net.arrays(kind)[:2]):
+            adj[rep[i]].add(rep[j]); adj[rep[j]].add(rep[i])
+    colour = np.full(net.num_nodes, -1)
+    for k in rng.permutation(np.unique(rep)):
+        used = {colour[j] for j in adj[k]}
+        colour[k] = next(c for c in range(net.num_nodes + 1) if c not in used)
+    colour = colour[rep]
+    sol = rg.solve(net, colouring=colour)
+    check_kirchhoff(net, sol)
+    np.testing.assert_allclose(sol.potentials, base.potentials, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_larger_networks_with_many_coupled_diodes(seed):
+    rng = np.random.default_rng(seed)
+    net = random_network(rng, 400, extra_resistors=600, num_diodes=300, num_vs=8, num_cs=20)
+    try:
+        net.compile()
+    except rg.InfeasibleDiodeError:
+        pytest.skip("random diodes contradict the sources")
+    for backend in ("numpy", "numba"):
+        check_kirchhoff(net, rg.solve(net, backend=backend, tol=1e-10), rtol=1e-8)
+
+
+def test_float32_sweeps_still_give_exact_answer():
+    rng = np.random.default_rng(7)
+    net = random_network(rng, 300, extra_resistors=400, num_diodes=100, num_vs=4, num_cs=10)
+    check_kirchhoff(net, rg.solve(net, dtype=np.float32, tol=1e-10))
