@@ -1,11 +1,13 @@
 """Solving the symmetric positive definite systems of the active-set polish.
 
 The matrices are weighted graph Laplacians plus a positive diagonal (M-matrices), all of one size
-during a polish, changing in a few rows from one active set to the next. A short conjugate-
-gradient probe with a Jacobi preconditioner measures the convergence rate: expander-like random
-graphs converge in tens of iterations and stay on it; lattice-like graphs, where Jacobi needs
-O(sqrt n) iterations, switch to a sparse LU (small systems) or to an algebraic-multigrid
-preconditioner (PyAMG smoothed aggregation), built once and reused for the later active sets.
+during a polish, each differing from the last in a few rows. A short conjugate-gradient probe with
+a Jacobi preconditioner measures the convergence rate: expander-like random graphs converge in
+tens of iterations and stay on it. Lattice-like graphs, where Jacobi needs O(sqrt n) iterations,
+get a sparse LU (SuperLU; up to ``LU_LIMIT`` unknowns) or an algebraic-multigrid hierarchy (PyAMG
+smoothed aggregation). Either is kept as the CG preconditioner of the later, slightly different
+systems, and rebuilt when CG with it stalls: each changed row costs CG about one iteration, so
+reuse pays only when few diodes switch.
 """
 from __future__ import annotations
 
@@ -15,58 +17,69 @@ import scipy.sparse.linalg as sla
 
 #: Systems this small are factorised straight away.
 DIRECT_LIMIT = 3_000
-#: Systems up to this size are factorised when Jacobi-CG would be slow.
+#: Systems up to this size are factorised when Jacobi-CG would be slow; larger ones use AMG.
 LU_LIMIT = 60_000
 #: Jacobi-CG iterations of the probe, and the most it may be predicted to need to be kept.
 PROBE_ITERATIONS = 30
-JACOBI_BUDGET = 400
+JACOBI_BUDGET = 100
+#: CG iterations allowed with an earlier system's preconditioner before rebuilding it.
+REUSE_ITERATIONS = 25
+
+
+def _operator(n: int, apply) -> sla.LinearOperator:
+    return sla.LinearOperator((n, n), matvec=apply, dtype=np.float64)
 
 
 class SPDSolver:
-    """Solves a sequence of same-sized SPD M-matrix systems to relative residual ``rtol``."""
+    """Solves a sequence of same-sized SPD M-matrix systems, each to a residual of ``rtol``
+    relative to the currents in play (``max(|rhs|, |diag(A) x|)``)."""
 
-    def __init__(self, rtol: float = 1e-12) -> None:
-        self.rtol = rtol
-        self._multigrid = None
+    def __init__(self) -> None:
+        self._preconditioner: sla.LinearOperator | None = None
         self._use_jacobi = True
 
-    def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray) -> np.ndarray:
+    def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
         n = rhs.size
-        if n == 0:
-            return rhs.copy()
         if n <= DIRECT_LIMIT:
-            return self._lu(matrix, rhs)
+            return self._factorise(matrix, rhs) if n else rhs.copy()
         # Relative to the currents in play, not just the drive: when a few sources drive a large
         # network, |rhs| is far below |A| |x| and the rounding floor of the residual.
         scale = max(float(np.linalg.norm(rhs)), float(np.linalg.norm(matrix.diagonal() * guess)), 1e-300)
-        target = self.rtol * scale
-        start = float(np.linalg.norm(matrix @ guess - rhs))
-        if start <= target:
-            return guess
-        if self._use_jacobi:
-            inv_diag = 1.0 / matrix.diagonal()
-            jacobi = sla.LinearOperator((n, n), matvec=lambda r: inv_diag * r, dtype=np.float64)
-            y, _ = sla.cg(matrix, rhs, x0=guess, rtol=0.0, atol=target, M=jacobi, maxiter=PROBE_ITERATIONS)
-            now = float(np.linalg.norm(matrix @ y - rhs))
-            if now <= target:
+        target = rtol * scale
+
+        def cg(start, preconditioner, iterations):
+            y, _ = sla.cg(matrix, rhs, x0=start, rtol=0.0, atol=target, M=preconditioner, maxiter=iterations)
+            return y, float(np.linalg.norm(matrix @ y - rhs))
+
+        if self._preconditioner is not None:
+            y, residual = cg(guess, self._preconditioner, REUSE_ITERATIONS)
+            if residual <= target:
                 return y
-            rate = (now / start) ** (1.0 / PROBE_ITERATIONS) if now > 0 else 0.0
-            needed = np.log(target / now) / np.log(rate) if 0 < rate < 1 else np.inf
+            guess = y
+        elif self._use_jacobi:
+            inv_diag = 1.0 / matrix.diagonal()
+            jacobi = _operator(n, lambda r: inv_diag * r)
+            start = float(np.linalg.norm(matrix @ guess - rhs))
+            y, residual = cg(guess, jacobi, PROBE_ITERATIONS)
+            if residual <= target:
+                return y
+            rate = (residual / start) ** (1.0 / PROBE_ITERATIONS) if 0 < residual < start else 1.0
+            needed = np.log(target / residual) / np.log(rate) if rate < 1 else np.inf
             if needed <= JACOBI_BUDGET:
-                y, _ = sla.cg(matrix, rhs, x0=y, rtol=0.0, atol=target, M=jacobi, maxiter=int(needed * 2) + 20)
-                if np.linalg.norm(matrix @ y - rhs) <= target:
+                y, residual = cg(y, jacobi, int(2 * needed) + 20)
+                if residual <= target:
                     return y
             self._use_jacobi = False
             guess = y
         if n <= LU_LIMIT:
-            return self._lu(matrix, rhs)
-        if self._multigrid is None:
-            import pyamg
+            return self._factorise(matrix, rhs)
+        import pyamg
 
-            self._multigrid = pyamg.smoothed_aggregation_solver(matrix, symmetry="symmetric").aspreconditioner(cycle="V")
-        y, _ = sla.cg(matrix, rhs, x0=guess, rtol=0.0, atol=target, M=self._multigrid, maxiter=500)
-        return y
+        hierarchy = pyamg.smoothed_aggregation_solver(matrix, symmetry="symmetric")
+        self._preconditioner = hierarchy.aspreconditioner(cycle="V")
+        return cg(guess, self._preconditioner, 500)[0]
 
-    @staticmethod
-    def _lu(matrix: sp.csr_matrix, rhs: np.ndarray) -> np.ndarray:
-        return sla.splu(matrix.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(rhs)
+    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray) -> np.ndarray:
+        lu = sla.splu(matrix.tocsc(), permc_spec="MMD_AT_PLUS_A")
+        self._preconditioner = _operator(rhs.size, lu.solve)
+        return lu.solve(rhs)

@@ -25,6 +25,8 @@ from .solution import Solution, build_solution
 
 #: Over-relaxation factor of the coordinate-descent sweeps (measured: benchmarks/omega_sweep.py).
 DEFAULT_OMEGA = 1.5
+#: Checks of coordinate descent before the first polish, even if diodes are still switching.
+POLISH_AFTER = 3
 
 
 def _start(c: CompiledNetwork, warm_start) -> np.ndarray:
@@ -88,7 +90,10 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
         active = con & (constraint_slack(c, x) <= active_tol)
         settled = previous_active is not None and np.array_equal(active, previous_active)
         previous_active = active
-        if polish and (chunk == 0 or (settled and sweeps >= next_polish)):
+        # Polish once the conducting set stops changing, or after a few checks at most: the
+        # active-set iteration corrects a rough guess in a few cheap, preconditioner-reusing
+        # solves, while sweeps on a poorly conditioned network would crawl.
+        if polish and (chunk == 0 or ((settled or sweeps >= POLISH_AFTER * check_every) and sweeps >= next_polish)):
             t1 = time.perf_counter()
             result = active_set_polish(c, x, tol, active_tol)
             timings["polish"] = timings.get("polish", 0.0) + time.perf_counter() - t1
