@@ -16,7 +16,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
 #: Systems this small are factorised straight away.
-DIRECT_LIMIT = 3_000
+DIRECT_LIMIT = 300
 #: Systems up to this size are factorised when Jacobi-CG would be slow; larger ones use AMG.
 LU_LIMIT = 60_000
 #: Jacobi-CG iterations of the probe, and the most it may be predicted to need to be kept.
