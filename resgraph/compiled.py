@@ -228,8 +228,13 @@ def _feasible_start(num_free, lower, upper, a_var, c_var, w, is_con, anode, cath
     tails.append(np.full(nodes.size + 1, s))
     heads.append(np.arange(nodes.size + 1))
     weights.append(np.zeros(nodes.size + 1))
-    graph = sp.csr_matrix((np.concatenate(weights), (np.concatenate(tails), np.concatenate(heads))),
-                          shape=(s + 1, s + 1))
+    tail, head, weight = np.concatenate(tails), np.concatenate(heads), np.concatenate(weights)
+    # Parallel constraints (two diodes onto one pair of variables) keep the tightest: a sparse
+    # matrix would add their weights.
+    order = np.lexsort((weight, head, tail))
+    tail, head, weight = tail[order], head[order], weight[order]
+    first = np.r_[True, (tail[1:] != tail[:-1]) | (head[1:] != head[:-1])]
+    graph = sp.csr_matrix((weight[first], (tail[first], head[first])), shape=(s + 1, s + 1))
     try:
         dist = csgraph.bellman_ford(graph, indices=s)
     except csgraph.NegativeCycleError:

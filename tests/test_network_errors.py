@@ -159,3 +159,16 @@ def test_unknown_kind_and_networkx_missing_value():
     g.add_edge(0, 1, kind="capacitor")
     with pytest.raises(rg.InvalidElementError, match="unknown kind 'capacitor'"):
         rg.Network.from_networkx(g)
+
+
+def test_parallel_coupled_diodes_keep_the_tightest_constraint():
+    # Found by Hypothesis: diodes 3 -> 1 and 3 -> 4 bind the same pair of variables (1 and 4 are
+    # one voltage-source component); the circuit is infeasible (v2 = v4 = 0, v3 <= v1 = -1.57).
+    net = rg.Network(5)
+    for a, b, g in [(1, 0, 1.0), (2, 0, 1.0), (3, 0, 1.0), (4, 0, 1.0)]:
+        net.add_resistor(a, b, g)
+    net.add_voltage_source(4, 1, 1.57)
+    for anode, cathode in [(2, 3), (1, 0), (2, 4), (4, 2), (3, 0), (0, 4), (4, 0), (3, 1), (3, 4)]:
+        net.add_diode(anode, cathode)
+    with pytest.raises(rg.InfeasibleDiodeError):
+        net.compile()
