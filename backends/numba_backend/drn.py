@@ -27,38 +27,75 @@ from ..numpy_backend.drn import (  # noqa: F401  (re-exported: same math, no cop
 _JIT = dict(cache=True, error_model="numpy", nogil=True)
 
 # Status codes written by `_train_batches` into status[0].
-_OK, _NONPOSITIVE = 0, 1
+_OK, _NONPOSITIVE, _UNCONVERGED = 0, 1, 2
+
+
+@njit(**_JIT)
+def _solve_layer(l, weights, biases, drive, totals, state, beta, target, out):
+    """Write into ``out`` the potentials of layer ``l`` that minimise the power given its neighbours."""
+    last = len(weights) - 1
+    zero = drive[0, 0] - drive[0, 0]
+    if l == 0:
+        current = drive
+    else:
+        current = np.dot(state[l - 1], weights[l])
+    b, g = biases[l], totals[l]
+    batch, n = out.shape
+    if l < last:
+        top = np.dot(state[l + 1], weights[l + 1].T)
+        half = n // 2
+        for r in range(batch):
+            for k in range(n):
+                p = ((current[r, k] + b[k]) + top[r, k]) / g[k]
+                if k < half:
+                    out[r, k] = p if p > zero else zero
+                else:
+                    out[r, k] = p if p < zero else zero
+    else:
+        for r in range(batch):
+            for k in range(n):
+                out[r, k] = ((current[r, k] + b[k]) + beta * target[r, k]) / (g[k] + beta)
 
 
 @njit(**_JIT)
 def _sweeps(weights, biases, drive, totals, state, beta, target, iterations):
     """``iterations`` block-coordinate-descent sweeps on ``state`` (see numpy_backend.drn.relax)."""
-    num_layers = len(weights)
-    last = num_layers - 1
-    zero = drive[0, 0] - drive[0, 0]
     for _ in range(iterations):
         for parity in range(2):
-            for l in range(parity, num_layers, 2):
-                if l == 0:
-                    current = drive.copy()
-                else:
-                    current = np.dot(state[l - 1], weights[l])
-                v, b, g = state[l], biases[l], totals[l]
-                batch, n = v.shape
-                if l < last:
-                    top = np.dot(state[l + 1], weights[l + 1].T)
-                    half = n // 2
-                    for r in range(batch):
-                        for k in range(n):
-                            p = ((current[r, k] + b[k]) + top[r, k]) / g[k]
-                            if k < half:
-                                v[r, k] = p if p > zero else zero
-                            else:
-                                v[r, k] = p if p < zero else zero
-                else:
-                    for r in range(batch):
-                        for k in range(n):
-                            v[r, k] = ((current[r, k] + b[k]) + beta * target[r, k]) / (g[k] + beta)
+            for l in range(parity, len(weights), 2):
+                _solve_layer(l, weights, biases, drive, totals, state, beta, target, state[l])
+
+
+@njit(**_JIT)
+def _residual(weights, biases, drive, totals, state, beta, target):
+    """Largest KKT violation in amperes (see numpy_backend.drn.kkt_residual)."""
+    last = len(weights) - 1
+    worst = 0.0
+    for l in range(last + 1):
+        v = state[l]
+        best = np.empty_like(v)
+        _solve_layer(l, weights, biases, drive, totals, state, beta, target, best)
+        g = totals[l]
+        for r in range(v.shape[0]):
+            for k in range(v.shape[1]):
+                gk = g[k] + beta if l == last else g[k]
+                worst = max(worst, abs(gk * (v[r, k] - best[r, k])))
+    return worst
+
+
+@njit(**_JIT)
+def _relax(weights, biases, drive, totals, state, beta, target, iterations, tol):
+    """Sweeps on ``state``: ``iterations`` of them if ``tol <= 0``, else until the KKT residual is at
+    most ``tol`` with ``iterations`` as the cap. Returns the sweeps done, or -1 if the cap was hit."""
+    if tol <= 0:
+        _sweeps(weights, biases, drive, totals, state, beta, target, iterations)
+        return iterations
+    for done in range(iterations + 1):
+        if _residual(weights, biases, drive, totals, state, beta, target) <= tol:
+            return done
+        if done < iterations:
+            _sweeps(weights, biases, drive, totals, state, beta, target, 1)
+    return -1
 
 
 @njit(**_JIT)
@@ -165,7 +202,7 @@ def _scaled_square_difference(plus, minus, scale):
 
 @njit(**_JIT)
 def _train_batches(weights, biases, state, minus, plus, totals, drive, drive_next, x, x_next,
-                   target, images, labels, order, first, num_batches, gain, beta, iterations,
+                   target, images, labels, order, first, num_batches, gain, beta, iterations, tol,
                    lr_weights, lr_biases, scale, bias_scale, s_input, s_hidden, status):
     """Train on ``num_batches`` batches ``order[first + i B: first + (i + 1) B]``; free-phase errors.
 
@@ -199,15 +236,23 @@ def _train_batches(weights, biases, state, minus, plus, totals, drive, drive_nex
         target[:] = 0
         for r in range(batch):
             target[r, labels[order[base + r]]] = 1
-        _sweeps(weights, biases, drive, totals, state, zero, target, iterations)
+        done = _relax(weights, biases, drive, totals, state, zero, target, iterations, tol)
+        if done < 0:
+            status[0], status[1], status[3] = _UNCONVERGED, 0, i
+            return errors
+        status[4] += done
         for r in range(batch):
             if np.argmax(state[last][r]) != labels[order[base + r]]:
                 errors += 1
         for l in range(num_layers):
             minus[l][:] = state[l]
             plus[l][:] = state[l]
-        _sweeps(weights, biases, drive, totals, minus, -beta, target, iterations)
-        _sweeps(weights, biases, drive, totals, plus, beta, target, iterations)
+        for phase, nudged, sign in ((1, minus, -beta), (2, plus, beta)):
+            done = _relax(weights, biases, drive, totals, nudged, sign, target, iterations, tol)
+            if done < 0:
+                status[0], status[1], status[3] = _UNCONVERGED, phase, i
+                return errors
+            status[4] += done
         has_next = i + 1 < num_batches
         if has_next:
             for r in range(batch):
@@ -233,13 +278,16 @@ def _train_batches(weights, biases, state, minus, plus, totals, drive, drive_nex
 
 
 def train_batches(weights, biases, state, images, labels, order, first: int, num_batches: int,
-                  gain: float, beta: float, iterations: int, lr_weights, lr_biases):
+                  gain: float, beta: float, iterations: int, lr_weights, lr_biases, tol: float = 0.0):
     """Centred-EP SGD on ``num_batches`` full batches taken from ``images[order[first:]]``, in place.
 
     ``state`` is the persistent (batch, n) potentials list, updated to the last batch's ``+beta``
-    state. Returns ``(free_phase_errors, failure)`` where ``failure`` is None or
-    ``(layer_index, unit, batch_index)`` of a unit with non-positive total conductance (training
-    stopped before that batch).
+    state. Each phase runs ``iterations`` sweeps, or with ``tol > 0`` sweeps until its KKT residual
+    is at most ``tol`` amperes (``iterations`` then caps it). Returns
+    ``(free_phase_errors, sweeps, failure)``: ``sweeps`` the total over all phases run, ``failure``
+    None, ``("conductance", layer_index, unit, batch_index)`` for a unit with non-positive total
+    conductance, or ``("convergence", phase, -1, batch_index)`` (phase 0 free, 1 ``-beta``,
+    2 ``+beta``) when the cap was hit; training stops at that batch, its update not applied.
     """
     dt = weights[0].dtype.type
     batch = state[0].shape[0]
@@ -249,13 +297,14 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
     plus = tuple(np.empty_like(s) for s in state)
     totals = tuple(np.empty(w.shape[1], weights[0].dtype) for w in weights)
     drive = np.empty((batch, weights[0].shape[1]), weights[0].dtype)
-    status = np.zeros(4, np.int64)
+    status = np.zeros(5, np.int64)
     scale = 1.0 / (4.0 * beta * batch)
     errors = _train_batches(
         weights, biases, state, minus, plus, totals, drive, np.empty_like(drive),
         np.empty((batch, n), images.dtype), np.empty((batch, n), images.dtype),
         np.empty_like(state[-1]), images, labels, order, first, num_batches, dt(gain), dt(beta),
-        iterations, np.asarray(lr_weights, weights[0].dtype), np.asarray(lr_biases, weights[0].dtype),
+        iterations, dt(tol), np.asarray(lr_weights, weights[0].dtype), np.asarray(lr_biases, weights[0].dtype),
         dt(scale), dt(1.0 / (2.0 * beta * batch)), dt(2.0 * gain * scale), dt(2.0 * scale), status)
-    failure = None if status[0] == _OK else (int(status[1]), int(status[2]), int(status[3]))
-    return int(errors), failure
+    kind = {_OK: None, _NONPOSITIVE: "conductance", _UNCONVERGED: "convergence"}[int(status[0])]
+    failure = None if kind is None else (kind, int(status[1]), int(status[2]), int(status[3]))
+    return int(errors), int(status[4]), failure

@@ -168,21 +168,12 @@ class DRN:
             state = self._check_state(state, batch)
         k = self.kernels
         drive = k.input_drive(self.weights[0], x, self.gain)
-        totals = self.conductances(beta)
-        args = (self.weights, self.biases, drive, totals, state, beta, onehot)
+        args = (self.weights, self.biases, drive, self.conductances(beta), state, beta, onehot)
         if tol is None:
-            k.relax(*args, _check_iterations(self.hyper.iterations if iterations is None else iterations))
+            iterations = _check_iterations(self.hyper.iterations if iterations is None else iterations)
         else:
-            if not tol > 0:
-                raise DRNError(f"tol = {tol!r} must be positive")
-            cap = MAX_TOL_ITERATIONS if iterations is None else _check_iterations(iterations)
-            done = 0
-            while k.kkt_residual(*args) > tol:
-                if done >= cap:
-                    raise ConvergenceError(f"KKT residual {k.kkt_residual(*args):.3g} A still above "
-                                           f"tol = {tol:g} A after {cap} sweeps")
-                k.relax(*args, 1)
-                done += 1
+            iterations = MAX_TOL_ITERATIONS if iterations is None else _check_iterations(iterations)
+        relax_phase(k, args, iterations, tol)
         return [s[0] for s in state] if single else state
 
     def kkt_residual(self, x, state: list, beta: float = 0.0, target=None) -> float:
@@ -292,6 +283,26 @@ def _check_iterations(iterations) -> int:
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
         raise DRNError(f"iterations = {iterations!r} must be a positive integer")
     return int(iterations)
+
+
+def relax_phase(kernels, args: tuple, iterations: int, tol: float | None) -> int:
+    """Run ``kernels.relax(*args, ...)``: ``iterations`` sweeps, or with ``tol`` sweeps until
+    ``kernels.kkt_residual(*args) <= tol`` (amperes), ``iterations`` being the cap.
+
+    Returns the number of sweeps done; raises :class:`ConvergenceError` when the cap is hit.
+    """
+    if tol is None:
+        kernels.relax(*args, iterations)
+        return iterations
+    if not tol > 0:
+        raise DRNError(f"tol = {tol!r} must be positive")
+    for done in range(iterations + 1):
+        residual = kernels.kkt_residual(*args)
+        if residual <= tol:
+            return done
+        if done < iterations:
+            kernels.relax(*args, 1)
+    raise ConvergenceError(f"KKT residual {residual:.3g} A still above tol = {tol:g} A after {iterations} sweeps")
 
 
 def check_positive_conductances(totals: list, beta: float, xp) -> None:

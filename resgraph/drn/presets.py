@@ -19,7 +19,9 @@ class Hyper:
     layers, then the odd ones) of the free and nudged phases; ``inference_iterations`` the number
     used at evaluation, starting from the zero state. ``beta`` is the nudging conductance (siemens,
     in the same units as the weights). ``lr_weights[l]`` / ``lr_biases[l]`` are the learning rates of
-    ``weights[l]`` / ``biases[l]``.
+    ``weights[l]`` / ``biases[l]``. Beyond the paper, ``tol`` (amperes) makes every training phase
+    sweep until its KKT residual is at most ``tol`` instead of a fixed count, with at most
+    ``max_iterations`` sweeps.
     """
 
     batch_size: int = 4
@@ -30,6 +32,8 @@ class Hyper:
     lr_biases: tuple[float, ...] = (0.006, 0.006)
     lr_decay: float = 0.99
     epochs: int = 10
+    tol: float | None = None
+    max_iterations: int = 1000
 
     def with_layers(self, num_layers: int) -> "Hyper":
         """These hyperparameters, with learning-rate tuples of length ``num_layers``.

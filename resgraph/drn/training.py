@@ -14,8 +14,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import DRNError, NudgingError
-from .model import DRN, _check_iterations, _to_host
+from .errors import ConvergenceError, DRNError, NudgingError
+from .model import DRN, _check_iterations, _to_host, relax_phase
 
 ALGORITHMS = ("ep", "bp")
 #: Batches trained between two calls of the progress callback (and two compiled-kernel calls).
@@ -58,6 +58,9 @@ class Trainer:
         self.rng = np.random.default_rng(seed)
         self.state = model.zero_state(self.batch_size)
         self.epoch = 0
+        #: Mean sweeps per relaxation phase in the last epoch (``hyper.iterations`` unless ``hyper.tol``).
+        self.mean_sweeps = float("nan")
+        self._sweeps = self._phases = 0
 
     # -- training -------------------------------------------------------------------------------
     def train_epoch(self, train_x, train_y, progress: Callable[[int, float], None] | None = None) -> float:
@@ -75,6 +78,7 @@ class Trainer:
         fast = self.algorithm == "ep" and hasattr(model.kernels, "train_batches")
         full = count // batch
         errors = 0
+        self._sweeps = self._phases = 0
         for start in range(0, full, PROGRESS_BATCHES):
             num = min(PROGRESS_BATCHES, full - start)
             if fast:
@@ -96,21 +100,33 @@ class Trainer:
         self.lr_weights *= model.hyper.lr_decay
         self.lr_biases *= model.hyper.lr_decay
         self.epoch += 1
+        self.mean_sweeps = self._sweeps / max(self._phases, 1)
         return errors / count
+
+    def _iterations(self) -> tuple[int, float | None]:
+        hyper = self.model.hyper
+        return (hyper.iterations, None) if hyper.tol is None else (hyper.max_iterations, hyper.tol)
 
     def _compiled_batches(self, x, y, order, first: int, num: int) -> int:
         model, hyper = self.model, self.model.hyper
-        errors, failure = model.kernels.train_batches(
+        iterations, tol = self._iterations()
+        errors, sweeps, failure = model.kernels.train_batches(
             model.weights, model.biases, self.state, x, y, order, first, num, model.gain, hyper.beta,
-            hyper.iterations, self.lr_weights, self.lr_biases)
+            iterations, self.lr_weights, self.lr_biases, tol=tol or 0.0)
+        self._sweeps += sweeps
+        self._phases += 3 * (num if failure is None else failure[3])
         if failure is not None:
-            layer, unit, i = failure
+            kind, layer, unit, i = failure
+            where = f"epoch {self.epoch}, batch {first // self.batch_size + i}"
+            if kind == "convergence":
+                phase = ("free", "-beta", "+beta")[layer]
+                raise ConvergenceError(f"the {phase} phase did not reach KKT residual {tol:g} A within "
+                                       f"{iterations} sweeps ({where})")
             totals = model.kernels.total_conductances(model.weights)
             raise NudgingError(
                 f"unit {unit} of layer {layer + 1} has total conductance {float(totals[layer][unit]):.4g} S"
                 f"{f' and nudging -{hyper.beta:g} S' if layer == model.num_layers - 1 else ''}: the "
-                f"-beta phase has no steady state (epoch {self.epoch}, batch {first // self.batch_size + i});"
-                " lower beta or the learning rates")
+                f"-beta phase has no steady state ({where}); lower beta or the learning rates")
         return errors
 
     def train_batch(self, x, y, state: list) -> int:
@@ -119,24 +135,31 @@ class Trainer:
         Returns the number of free-phase misclassifications. Generic over the backend kernels.
         """
         model, hyper, k = self.model, self.model.hyper, self.model.kernels
-        beta, its = hyper.beta, hyper.iterations
+        beta = hyper.beta
+        iterations, tol = self._iterations()
         onehot = model.check_targets(y, x.shape[0])
         drive = k.input_drive(model.weights[0], x, model.gain)
         totals = model.conductances(-beta if self.algorithm == "ep" else 0.0)
-        k.relax(model.weights, model.biases, drive, totals, state, 0.0, onehot, its)
+
+        def phase(potentials, nudging):
+            args = (model.weights, model.biases, drive, totals, potentials, nudging, onehot)
+            self._sweeps += relax_phase(k, args, iterations, tol)
+            self._phases += 1
+
+        phase(state, 0.0)
         errors = int((_to_host(model.xp.argmax(state[-1], axis=1)) != _to_host(y)).sum())
         if self.algorithm == "ep":
             minus = [s.copy() for s in state]
             plus = [s.copy() for s in state]
-            k.relax(model.weights, model.biases, drive, totals, minus, -beta, onehot, its)
-            k.relax(model.weights, model.biases, drive, totals, plus, beta, onehot, its)
+            phase(minus, -beta)
+            phase(plus, beta)
             grads = k.ep_gradients(x, model.gain, minus, plus, beta)
             for s, p in zip(state, plus):
                 s[...] = p
         else:
             from .backprop import truncated_bp_gradients
 
-            grads = truncated_bp_gradients(model, x, onehot, state, its)
+            grads = truncated_bp_gradients(model, x, onehot, state, hyper.iterations)
         k.sgd_step(model.weights, model.biases, *grads, self.lr_weights, self.lr_biases)
         return errors
 
