@@ -1,14 +1,15 @@
 """Seconds per DRN training epoch (centred EP, published hyperparameters) on this machine.
 
 Prints one row per (preset, backend): batch size, training examples/s, seconds per 60000-example
-epoch, seconds to evaluate the 10000 test images, and the throughput in "nominal" GFLOP/s with its
+epoch, seconds to evaluate the 10000 test images, and the arithmetic throughput in GFLOP/s with its
 share of this machine's float32 matmul peak, measured in the same run (a large np.matmul).
 
-Nominal work per example is what a direct dense implementation does: 3 phases x T sweeps, each
-using W_0 once and every other matrix twice (up and down), plus 2 outer products per matrix for the
-gradient: 2 x sum_l |W_l| x (3 T u_l + 2) flops, u_0 = 1, u_l = 2. The kernels do less (the input
-drive is computed once per batch, zero pixels are skipped), so this is a throughput figure, not a
-count of executed instructions.
+Arithmetic per example, as the algorithm does it but counted dense (skipped zero pixels still
+count): the input drive once per batch (|W_0| flops: ``A x @ (W_0+ - W_0-)``), its gradient
+``x^T dh`` (|W_0|), 3 phases x T sweeps with two products by every other matrix (4 |W_l| each),
+their two gradient outer products (4 |W_l|), and the SGD pass over every conductance (~8 flops per
+entry per batch). Training at batch 4 is bound by memory traffic over the conductances, not by
+arithmetic, so the share of the matmul peak is small by nature.
 
     python benchmarks/drn_epoch.py                       # xs and 1h, numba, full epoch each
     python benchmarks/drn_epoch.py --presets xs 1h 2h --backends numba numpy --examples 8000
@@ -58,9 +59,11 @@ def load_data():
         return x[:60000], y[:60000], x[60000:], y[60000:], "r"
 
 
-def nominal_flops_per_example(model) -> float:
+def flops_per_example(model, batch: int) -> float:
+    """Dense-counted arithmetic of one training example (see the module docstring)."""
     its = model.hyper.iterations
-    return sum(2.0 * w.size * (3 * its * (1 if l == 0 else 2) + 2) for l, w in enumerate(model.weights))
+    first, rest = model.weights[0].size, sum(w.size for w in model.weights[1:])
+    return 2.0 * first + (3 * its * 4 + 4) * rest + 8.0 * (first + rest) / batch
 
 
 def main() -> None:
@@ -90,7 +93,7 @@ def main() -> None:
             trainer.evaluate(test_x, test_y)
             eval_seconds = time.perf_counter() - start
             rate = count / seconds
-            gflops = rate * nominal_flops_per_example(model) / 1e9
+            gflops = rate * flops_per_example(model, trainer.batch_size) / 1e9
             flag = ("*" if count < EPOCH else "") + mark
             print(f"{name:6} {backend:7} {trainer.batch_size:5d} {rate:11.0f} {EPOCH / rate:8.1f}{flag:1} "
                   f"{eval_seconds:7.2f} {gflops:8.1f} {100 * gflops / peak:6.1f}%", flush=True)
