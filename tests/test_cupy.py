@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -155,43 +156,52 @@ def test_both_nudged_phases_relax_as_one_stacked_state():
             np.testing.assert_allclose(b[phase], a, rtol=1e-13, atol=1e-15)
 
 
-def _train_both(model_numba, model_loops, x, y, batches):
+def _train_both(model_numba, model_loops, x, y, batches, tol=0.0):
     """numba's compiled batches and the host loops (NumPy ops) from identical models and state."""
     h = model_numba.hyper
     order = np.random.default_rng(3).permutation(x.shape[0])
     results = []
-    for m, run in ((model_numba, numba_drn.train_batches), (model_loops, None)):
+    for m in (model_numba, model_loops):
         state = [np.full(s.shape, 0.01) for s in m.zero_state(h.batch_size)]
         args = (m.weights, m.biases, state, m.check_inputs(x), y, order, 2 * h.batch_size, batches,
                 m.gain, h.beta, h.iterations, np.array(h.lr_weights), np.array(h.lr_biases))
-        out = run(*args) if run else loops.train_batches(*args, NumpyOps)
+        if m is model_numba:
+            out = numba_drn.train_batches(*args, tol=tol)
+        else:
+            out = loops.train_batches(*args, NumpyOps, tol=tol)
         results.append((out, m.weights + m.biases + state))
     return results
 
 
+def _pair(sizes, **hyper):
+    models = [small(sizes=sizes) for _ in range(2)]
+    for m in models:
+        m.hyper = Hyper(**{"beta": 0.05, "lr_weights": (0.05,), "lr_biases": (0.02,), **hyper}).with_layers(m.num_layers)
+    return models
+
+
 @pytest.mark.parametrize("sizes", [(12, 8, 6, 4), (12, 8, 10), (12, 10)])
-def test_host_training_loop_equals_the_numba_epoch(sizes):
+@pytest.mark.parametrize("tol", [0.0, 1e-9])
+def test_host_training_loop_equals_the_numba_epoch(sizes, tol):
     x, y = data(40, 12)
-    hyper = Hyper(beta=0.05, batch_size=4, lr_weights=(0.05,), lr_biases=(0.02,))
-    models = []
-    for _ in range(2):
-        m = small(sizes=sizes)
-        m.hyper = hyper.with_layers(m.num_layers)
-        models.append(m)
-    (numba_out, numba_arrays), (loop_out, loop_arrays) = _train_both(*models, x, y % sizes[-1], 6)
-    assert loop_out == numba_out and numba_out[1] is None
+    models = _pair(sizes, iterations=4 if tol == 0 else 500)
+    (numba_out, numba_arrays), (loop_out, loop_arrays) = _train_both(*models, x, y % sizes[-1], 6, tol)
+    assert loop_out == numba_out and numba_out[2] is None
+    assert numba_out[1] == 3 * 6 * 4 if tol == 0 else numba_out[1] > 0
     for a, b in zip(numba_arrays, loop_arrays):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-13)
 
 
-def test_host_training_loop_reports_a_non_positive_nudged_conductance_like_numba():
+def test_host_training_loop_reports_failures_like_numba():
     x, y = data(40, 12)
-    models = [small(sizes=(12, 8, 4)) for _ in range(2)]
+    models = _pair((12, 8, 4))
     for m in models:
-        m.hyper = Hyper(beta=0.05)
         m.weights[1][:, 2] = 0.005  # output unit 2: total conductance 0.04 S < beta
     (numba_out, _), (loop_out, _) = _train_both(*models, x, y % 4, 5)
-    assert numba_out[1] == (1, 2, 0) and loop_out == numba_out
+    assert numba_out[2] == ("conductance", 1, 2, 0) and loop_out == numba_out
+    (numba_out, _), (loop_out, _) = _train_both(*_pair((12, 8, 4), iterations=2), x, y % 4, 5, tol=1e-14)
+    assert loop_out[2] == ("convergence", 0, -1, 0) and loop_out[:2] == numba_out[:2]
+    assert numba_out[2][:2] == loop_out[2][:2] and numba_out[2][3] == loop_out[2][3]
 
 
 # -- GPU: the kernels on the device against the CPU backends ----------------------------------
@@ -299,16 +309,17 @@ def test_ep_step_on_cupy_equals_numpy():
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("count", [8, 11])  # 11: a trailing partial batch takes the generic path
-def test_training_epoch_on_cupy_equals_numba(count):
+@pytest.mark.parametrize("count, tol", [(8, None), (11, None), (11, 1e-8)])  # 11: a trailing partial
+def test_training_epoch_on_cupy_equals_numba(count, tol):                     # batch takes the generic path
     x, y = data(count, 784)
     results = {}
     for backend in ("numba", "cupy"):
         m = preset("xs", backend=backend, dtype="float64", seed=0)
+        m.hyper = replace(m.hyper, tol=tol)
         m.biases[0][...] = m.to_device(np.linspace(-0.1, 0.1, 100))
         tr = Trainer(m, seed=7)
         err = tr.train_epoch(x, y)
-        results[backend] = (err, [host(a) for a in m.weights + m.biases + tr.state])
+        results[backend] = ((err, tr.mean_sweeps), [host(a) for a in m.weights + m.biases + tr.state])
     assert results["cupy"][0] == results["numba"][0]
     for a, b in zip(results["numba"][1], results["cupy"][1]):
         np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-12)

@@ -27,7 +27,7 @@ def relax(weights, biases, drive, conductances, state, beta: float, target, iter
 
 
 def train_batches(weights, biases, state, images, labels, order, first: int, num_batches: int,
-                  gain: float, beta: float, iterations: int, lr_weights, lr_biases):
+                  gain: float, beta: float, iterations: int, lr_weights, lr_biases, tol: float = 0.0):
     """Centred-EP SGD on ``num_batches`` batches, in place (see :func:`.loops.train_batches`)."""
     return loops.train_batches(weights, biases, state, images, labels, order, first, num_batches,
-                               gain, beta, iterations, lr_weights, lr_biases, fused)
+                               gain, beta, iterations, lr_weights, lr_biases, fused, tol)

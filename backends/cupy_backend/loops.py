@@ -3,13 +3,14 @@
 The ops (:mod:`.fused` on the GPU; NumPy models of them in the tests, so these loops run in CI) do
 the per-unit and per-conductance arithmetic in one launch each; matrix products go to the array
 module (cuBLAS for CuPy). Nothing here reads the device except once per batch in
-:func:`train_batches` (a positivity check that must precede the ``-beta`` phase) and once at the end.
+:func:`train_batches` (a positivity check that must precede the ``-beta`` phase), once at the end,
+and, when training to a KKT tolerance, once per sweep.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..numpy_backend.drn import array_module, total_conductances
+from ..numpy_backend.drn import array_module, kkt_residual, total_conductances
 
 
 def _rows_matmul(a, w):
@@ -53,16 +54,34 @@ def _first_nonpositive(totals, beta: float):
     return None
 
 
+def _relax_phase(weights, biases, drive, totals, state, beta, target, iterations: int, tol: float, ops) -> int:
+    """``iterations`` sweeps if ``tol <= 0``, else sweeps until the KKT residual (amperes) of the
+    (batch, n) ``state`` is at most ``tol``, ``iterations`` being the cap (one read-back per sweep).
+    Returns the sweeps done, or -1 when the cap was hit."""
+    if tol <= 0:
+        relax(weights, biases, drive, totals, state, beta, target, iterations, ops)
+        return iterations
+    for done in range(iterations + 1):
+        if kkt_residual(weights, biases, drive, totals, state, beta, target) <= tol:
+            return done
+        if done < iterations:
+            relax(weights, biases, drive, totals, state, beta, target, 1, ops)
+    return -1
+
+
 def train_batches(weights, biases, state, images, labels, order, first: int, num_batches: int,
-                  gain: float, beta: float, iterations: int, lr_weights, lr_biases, ops):
+                  gain: float, beta: float, iterations: int, lr_weights, lr_biases, ops, tol: float = 0.0):
     """Centred-EP SGD on ``num_batches`` full batches of ``images[order[first:]]``, in place.
 
     Same contract as the numba backend's ``train_batches``: ``images`` (examples, pixels) on the
     device, ``labels`` and ``order`` host integer arrays; ``state`` (persistent potentials) ends as
-    the last batch's ``+beta`` state. Returns ``(free_phase_errors, failure)``, ``failure`` None or
-    ``(layer_index, unit, batch_index)`` of a unit with non-positive total conductance in the
-    ``-beta`` phase (training stopped before that batch). Both nudged phases relax together as one
-    (2, batch, n) state.
+    the last batch's ``+beta`` state; each phase runs ``iterations`` sweeps, or with ``tol > 0``
+    sweeps to a KKT residual of ``tol`` amperes (``iterations`` the cap). Returns
+    ``(free_phase_errors, sweeps, failure)``: ``failure`` None,
+    ``("conductance", layer_index, unit, batch_index)`` for a unit with non-positive total
+    conductance in the ``-beta`` phase, or ``("convergence", phase, -1, batch_index)`` (phase 0
+    free, 1 ``-beta``, 2 ``+beta``); training stops at that batch, its update not applied. With a
+    fixed sweep count both nudged phases relax together as one (2, batch, n) state.
     """
     xp = array_module(weights[0])
     dtype = weights[0].dtype.type
@@ -79,20 +98,37 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
     scale = dtype(1.0 / (4.0 * beta * batch))
     bias_lr = [dtype(lr / (2.0 * beta * batch)) for lr in lr_biases]
     s_input, s_hidden = dtype(2.0 * gain / (4.0 * beta * batch)), dtype(2.0 / (4.0 * beta * batch))
-    failure = None
+    sweeps, failure = 0, None
     for i in range(num_batches):
         part = slice(i * batch, (i + 1) * batch)
         totals = total_conductances(weights)
         failure = _first_nonpositive(totals, beta)
         if failure is not None:
-            failure = (*failure, i)
+            failure = ("conductance", *failure, i)
             break
         drive = signed[part] @ weights[0]
-        relax(weights, biases, drive, totals, state, 0.0, onehots[part], iterations, ops)
+        target = onehots[part]
+        done = _relax_phase(weights, biases, drive, totals, state, 0.0, target, iterations, tol, ops)
+        if done < 0:
+            failure = ("convergence", 0, -1, i)
+            break
+        sweeps += done
         xp.not_equal(xp.argmax(state[last], axis=1), labels[part], out=misses[part])
         for s, n in zip(state, nudged):
             n[...] = s
-        relax(weights, biases, drive, totals, nudged, betas, onehots[part], iterations, ops)
+        if tol <= 0:
+            relax(weights, biases, drive, totals, nudged, betas, target, iterations, ops)
+            sweeps += 2 * iterations
+        else:
+            for phase, sign in ((1, -beta), (2, beta)):
+                done = _relax_phase(weights, biases, drive, totals, [n[phase - 1] for n in nudged],
+                                    sign, target, iterations, tol, ops)
+                if done < 0:
+                    failure = ("convergence", phase, -1, i)
+                    break
+                sweeps += done
+            if failure is not None:
+                break
         for l, (n, sq) in enumerate(zip(nudged, squares)):
             ops.column_step(n[1], n[0], bias_lr[l], biases[l], sq)
         ops.input_step(weights[0], xs[part], nudged[0][1], nudged[0][0], squares[0],
@@ -102,4 +138,4 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
                            squares[l - 1], squares[l], dtype(lr_weights[l]), scale, s_hidden)
         for s, n in zip(state, nudged):
             s[...] = n[1]
-    return int(misses.sum()), failure
+    return int(misses.sum()), sweeps, failure
