@@ -49,7 +49,7 @@ __global__ void colour_update(
 }
 """
 _NAMES = {np.dtype(np.float32): "colour_update<float>", np.dtype(np.float64): "colour_update<double>"}
-_MODULE = cupy.RawModule(code=_SOURCE, options=("-std=c++14",), name_expressions=tuple(_NAMES.values()))
+_MODULE = cupy.RawModule(code=_SOURCE, options=("--std=c++17",), name_expressions=tuple(_NAMES.values()))
 
 
 def colour_sweep(graph, x: cupy.ndarray, omega: float, sweeps: int) -> None:
