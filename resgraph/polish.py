@@ -31,6 +31,8 @@ from .linalg import SPDSolver
 #: Relative accuracy of the linear solves while the active set is still changing, and at the end.
 LOOSE_RTOL = 1e-6
 TIGHT_RTOL = 1e-12
+#: Below this many variables every solve is tight: a second, loose stage would cost more.
+LOOSE_MIN_SIZE = 20_000
 
 
 @dataclass
@@ -80,7 +82,7 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
     seen: set[bytes] = set()
     solver = SPDSolver()
     lam = np.zeros(slack.size)
-    loose = True
+    loose = c.num_free >= LOOSE_MIN_SIZE
     for iteration in range(1, max_iterations + 1):
         x = _solve_with_active(c, x, active, solver, LOOSE_RTOL if loose else TIGHT_RTOL)
         lam = diode_currents(c, x, active)
