@@ -76,7 +76,8 @@ def solve_row(c, backend: str, polish: bool, tol: float, max_sweeps: int):
 
 def networks(sizes, tol: float, max_sweeps: int) -> None:
     print(f"Random networks, regime 'on', float32 sweeps, tol {tol:g} (scaled KKT); seconds per solve")
-    header = f"{'free nodes':>10} {'mode':12} {'backend':7} {'seconds':>8} {'sweeps':>6} {'polish s':>8} {'KKT':>9} {'converged':>9} {'numba/cupy':>10}"
+    header = (f"{'free nodes':>10} {'mode':12} {'backend':7} {'seconds':>8} {'sweeps':>6} {'polish s':>8} "
+              f"{'KKT':>9} {'converged':>9} {'numba/cupy':>10}")
     print(header + "\n" + "-" * len(header), flush=True)
     warm = benchmark_network("random", 1000, "on").compile()
     for backend in BACKENDS:  # compile kernels (numba, NVRTC) outside the timings
@@ -153,8 +154,8 @@ def drn(presets, quick: bool) -> None:
             times[backend] = seconds
             ratio = f"{times['numba'] / times['cupy']:10.1f}" if len(times) == 2 else ""
             target = f"{TARGET_EPOCH[name]:8.0f}" if backend == "cupy" else " " * 8
-            print(f"{name:6} {backend:7} {seconds:8.1f}{(mark + random_mark):2} {EPOCH / seconds:9.0f} {target} {ratio}",
-                  flush=True)
+            print(f"{name:6} {backend:7} {seconds:8.1f}{(mark + random_mark):2} {EPOCH / seconds:9.0f} "
+                  f"{target} {ratio}", flush=True)
     print(flush=True)
 
 

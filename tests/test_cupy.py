@@ -176,7 +176,8 @@ def _train_both(model_numba, model_loops, x, y, batches, tol=0.0):
 def _pair(sizes, **hyper):
     models = [small(sizes=sizes) for _ in range(2)]
     for m in models:
-        m.hyper = Hyper(**{"beta": 0.05, "lr_weights": (0.05,), "lr_biases": (0.02,), **hyper}).with_layers(m.num_layers)
+        settings = {"beta": 0.05, "lr_weights": (0.05,), "lr_biases": (0.02,), **hyper}
+        m.hyper = Hyper(**settings).with_layers(m.num_layers)
     return models
 
 
