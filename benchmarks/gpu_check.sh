@@ -50,15 +50,15 @@ $PY -c "import resgraph, resgraph.backends; print('resgraph', resgraph.__version
 record install $?
 
 step "GPU tests: pytest -m gpu tests/test_cupy.py"
-timeout -k 5 120 $PY -m pytest -q -m gpu -rs tests/test_cupy.py
+timeout -k 5 150 $PY -m pytest -q -m gpu -rs tests/test_cupy.py
 record "gpu tests" $?
 
 step "benchmark: random networks, cupy vs numba"
-timeout -k 5 150 $PY benchmarks/gpu_bench.py networks
+timeout -k 5 130 $PY benchmarks/gpu_bench.py networks
 record "networks benchmark" $?
 
 step "benchmark: DRN epochs, cupy vs numba"
-timeout -k 5 170 $PY benchmarks/gpu_bench.py drn
+timeout -k 5 160 $PY benchmarks/gpu_bench.py drn
 record "drn benchmark" $?
 
 step "done"
