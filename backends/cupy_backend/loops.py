@@ -4,7 +4,7 @@ The ops (:mod:`.fused` on the GPU; NumPy models of them in the tests, so these l
 the per-unit and per-conductance arithmetic in one launch each; matrix products go to the array
 module (cuBLAS for CuPy). Nothing here reads the device except once per batch in
 :func:`train_batches` (a positivity check that must precede the ``-beta`` phase), once at the end,
-and, when training to a KKT tolerance, once per sweep.
+and, when training to a KKT tolerance, once per layer and sweep (the residual).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def _first_nonpositive(totals, beta: float):
 
 def _relax_phase(weights, biases, drive, totals, state, beta, target, iterations: int, tol: float, ops) -> int:
     """``iterations`` sweeps if ``tol <= 0``, else sweeps until the KKT residual (amperes) of the
-    (batch, n) ``state`` is at most ``tol``, ``iterations`` being the cap (one read-back per sweep).
+    (batch, n) ``state`` is at most ``tol``, ``iterations`` being the cap (read back every sweep).
     Returns the sweeps done, or -1 when the cap was hit."""
     if tol <= 0:
         relax(weights, biases, drive, totals, state, beta, target, iterations, ops)
