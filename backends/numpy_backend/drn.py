@@ -15,6 +15,19 @@ unchanged), so a GPU backend can reuse them. Arrays and units:
 
 In hidden layers the first ``n // 2`` units are excitatory (diode from ground: ``v >= 0``), the rest
 inhibitory (``v <= 0``); output units are linear.
+
+Interface every backend's ``drn`` module provides (``resgraph.drn`` calls nothing else):
+
+``array_module(a)``                          numpy or cupy
+``input_drive(w_in, x, gain) -> drive``
+``total_conductances(weights) -> conductances``
+``relax(weights, biases, drive, conductances, state, beta, target, iterations) -> None`` (in place)
+``kkt_residual(weights, biases, drive, conductances, state, beta, target) -> float``
+``ep_gradients(x, gain, minus, plus, beta) -> (weight_grads, bias_grads)``
+``sgd_step(weights, biases, weight_grads, bias_grads, lr_weights, lr_biases) -> None`` (in place)
+
+Optionally ``train_batches(...)`` (see ``numba_backend.drn``): a fused loop over many EP batches,
+which :class:`resgraph.drn.Trainer` uses instead of the per-batch kernels when present.
 """
 from __future__ import annotations
 
