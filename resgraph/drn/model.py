@@ -153,7 +153,7 @@ class DRN:
         outputs towards ``target`` (labels or voltages) through conductance ``beta`` (may be negative).
         Returns a list of (batch, n) arrays (or (n,) arrays for a single 1-D input).
         """
-        single = getattr(x, "ndim", None) == 1 or (np.ndim(x) == 1)
+        single = np.ndim(x) == 1
         x = self.check_inputs(self.xp.asarray(x)[None] if single else x)
         beta = _check_beta(beta, allow_negative=True)
         batch = x.shape[0]
@@ -239,7 +239,9 @@ class DRN:
         for l, w in enumerate(self.weights):
             w = _to_host(w).astype(np.float64)
             j, k = np.nonzero(w > 0)
-            res_a.append(ids[l][j]), res_b.append(ids[l + 1][k]), res_g.append(w[j, k])
+            res_a.append(ids[l][j])
+            res_b.append(ids[l + 1][k])
+            res_g.append(w[j, k])
         anodes, cathodes = [], []
         for l in range(1, self.num_layers):
             units, half = ids[l], self.sizes[l] // 2
@@ -249,20 +251,24 @@ class DRN:
         for l, b in enumerate(self.biases):
             b = _to_host(b).astype(np.float64)
             (k,) = np.nonzero(b)
-            src_to.append(ids[l + 1][k]), src_i.append(b[k])
-        cat = lambda parts, dt=np.int64: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt)  # noqa: E731
-        src_to = cat(src_to)
+            src_to.append(ids[l + 1][k])
+            src_i.append(b[k])
+        src_to = _concat(src_to, np.int64)
         return Network.from_arrays(
             num_nodes,
-            resistors=(cat(res_a), cat(res_b), cat(res_g, np.float64)),
-            diodes=(cat(anodes), cat(cathodes)),
+            resistors=(_concat(res_a, np.int64), _concat(res_b, np.int64), _concat(res_g, np.float64)),
+            diodes=(_concat(anodes, np.int64), _concat(cathodes, np.int64)),
             voltage_sources=(ids[0], np.zeros(ids[0].size, dtype=np.int64), volts),
-            current_sources=(np.zeros(src_to.size, dtype=np.int64), src_to, cat(src_i, np.float64)),
+            current_sources=(np.zeros(src_to.size, dtype=np.int64), src_to, _concat(src_i, np.float64)),
         )
 
     def __repr__(self) -> str:
         return (f"DRN(sizes={self.sizes}, gain={self.gain:g}, backend={self.backend!r}, "
                 f"dtype={self.dtype.name!r})")
+
+
+def _concat(parts: list, dtype) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
 
 def _to_host(a) -> np.ndarray:
@@ -322,7 +328,10 @@ def check_positive_conductances(totals: list, beta: float, xp) -> None:
 
 
 def preset(name: str, backend: str = "numba", dtype="float32", seed: int = 0) -> DRN:
-    """The published DRN ``name`` (one of :data:`PRESETS`), hyperparameters in ``model.hyper``."""
+    """The published DRN ``name`` (one of :data:`PRESETS`), hyperparameters in ``model.hyper``.
+
+    ``model.preset`` keeps the :class:`Preset` (with the paper's test error for reference).
+    """
     if name not in PRESETS:
         raise DRNError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     p = PRESETS[name]
