@@ -86,13 +86,13 @@ class Trainer:
             else:
                 for i in range(start, start + num):
                     idx = order[i * batch:(i + 1) * batch]
-                    errors += self.train_batch(x[idx], y[idx], self.state)
+                    errors += self.train_batch(x[model.xp.asarray(idx)], y[idx], self.state)
             if progress is not None:
                 progress((start + num) * batch, errors / ((start + num) * batch))
         if count % batch:
             idx = order[full * batch:]
             part = [s[:idx.size].copy() for s in self.state]
-            errors += self.train_batch(x[idx], y[idx], part)
+            errors += self.train_batch(x[model.xp.asarray(idx)], y[idx], part)
             for s, p in zip(self.state, part):
                 s[:idx.size] = p
             if progress is not None:
