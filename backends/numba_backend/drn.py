@@ -65,8 +65,11 @@ def _product_transposed(v, w):
 
 
 @njit(**_JIT)
-def _solve_layer(l, weights, biases, drive, totals, state, beta, target, out):
-    """Write into ``out`` the potentials of layer ``l`` that minimise the power given its neighbours."""
+def _solve_layer(l, weights, biases, drive, totals, state, betas, target, out):
+    """Write into ``out`` the potentials of layer ``l`` that minimise the power given its neighbours.
+
+    ``betas[r]`` is the nudging conductance of row ``r`` (rows of one call may be nudged differently).
+    """
     last = len(weights) - 1
     zero = drive[0, 0] - drive[0, 0]
     if l == 0:
@@ -88,47 +91,47 @@ def _solve_layer(l, weights, biases, drive, totals, state, beta, target, out):
     else:
         for r in range(batch):
             for k in range(n):
-                out[r, k] = ((current[r, k] + b[k]) + beta * target[r, k]) / (g[k] + beta)
+                out[r, k] = ((current[r, k] + b[k]) + betas[r] * target[r, k]) / (g[k] + betas[r])
 
 
 @njit(**_JIT)
-def _sweeps(weights, biases, drive, totals, state, beta, target, iterations):
+def _sweeps(weights, biases, drive, totals, state, betas, target, iterations):
     """``iterations`` block-coordinate-descent sweeps on ``state`` (see numpy_backend.drn.relax)."""
     for _ in range(iterations):
         for parity in range(2):
             for l in range(parity, len(weights), 2):
-                _solve_layer(l, weights, biases, drive, totals, state, beta, target, state[l])
+                _solve_layer(l, weights, biases, drive, totals, state, betas, target, state[l])
 
 
 @njit(**_JIT)
-def _residual(weights, biases, drive, totals, state, beta, target):
+def _residual(weights, biases, drive, totals, state, betas, target):
     """Largest KKT violation in amperes (see numpy_backend.drn.kkt_residual)."""
     last = len(weights) - 1
     worst = 0.0
     for l in range(last + 1):
         v = state[l]
         best = np.empty_like(v)
-        _solve_layer(l, weights, biases, drive, totals, state, beta, target, best)
+        _solve_layer(l, weights, biases, drive, totals, state, betas, target, best)
         g = totals[l]
         for r in range(v.shape[0]):
             for k in range(v.shape[1]):
-                gk = g[k] + beta if l == last else g[k]
+                gk = g[k] + betas[r] if l == last else g[k]
                 worst = max(worst, abs(gk * (v[r, k] - best[r, k])))
     return worst
 
 
 @njit(**_JIT)
-def _relax(weights, biases, drive, totals, state, beta, target, iterations, tol):
+def _relax(weights, biases, drive, totals, state, betas, target, iterations, tol):
     """Sweeps on ``state``: ``iterations`` of them if ``tol <= 0``, else until the KKT residual is at
     most ``tol`` with ``iterations`` as the cap. Returns the sweeps done, or -1 if the cap was hit."""
     if tol <= 0:
-        _sweeps(weights, biases, drive, totals, state, beta, target, iterations)
+        _sweeps(weights, biases, drive, totals, state, betas, target, iterations)
         return iterations
     for done in range(iterations + 1):
-        if _residual(weights, biases, drive, totals, state, beta, target) <= tol:
+        if _residual(weights, biases, drive, totals, state, betas, target) <= tol:
             return done
         if done < iterations:
-            _sweeps(weights, biases, drive, totals, state, beta, target, 1)
+            _sweeps(weights, biases, drive, totals, state, betas, target, 1)
     return -1
 
 
@@ -235,20 +238,21 @@ def _scaled_square_difference(plus, minus, scale):
 
 
 @njit(**_JIT)
-def _train_batches(weights, biases, state, minus, plus, totals, drive, drive_next, x, x_next,
-                   target, images, labels, order, first, num_batches, gain, beta, iterations, tol,
-                   lr_weights, lr_biases, scale, bias_scale, s_input, s_hidden, status):
+def _train_batches(weights, biases, state, minus, plus, nudged, totals, drive, drive_next, drive2, x,
+                   x_next, target, target2, betas_free, betas_nudged, images, labels, order, first,
+                   num_batches, gain, beta, iterations, tol, lr_weights, lr_biases, scale, bias_scale,
+                   s_input, s_hidden, status):
     """Train on ``num_batches`` batches ``order[first + i B: first + (i + 1) B]``; free-phase errors.
 
     ``state`` (persistent) holds the potentials the previous batch ended in (its ``+beta`` phase),
-    from which the free phase starts; both nudged phases start from the free state. On a unit with
-    non-positive total conductance, stops before that batch and writes (1, layer, unit, batch) into
-    ``status``.
+    from which the free phase starts; both nudged phases start from the free state and relax
+    together as one batch of twice the rows (``nudged``: ``-beta`` rows, then ``+beta`` rows), so
+    each conductance is read once per sweep for both. On a unit with non-positive total
+    conductance, stops before that batch and writes (1, layer, unit, batch) into ``status``.
     """
     num_layers = len(weights)
     last = num_layers - 1
     batch, n = x.shape
-    zero = beta - beta
     errors = 0
     for i in range(num_batches):
         base = first + i * batch
@@ -270,7 +274,7 @@ def _train_batches(weights, biases, state, minus, plus, totals, drive, drive_nex
         target[:] = 0
         for r in range(batch):
             target[r, labels[order[base + r]]] = 1
-        done = _relax(weights, biases, drive, totals, state, zero, target, iterations, tol)
+        done = _relax(weights, biases, drive, totals, state, betas_free, target, iterations, tol)
         if done < 0:
             status[0], status[1], status[3] = _UNCONVERGED, 0, i
             return errors
@@ -279,14 +283,20 @@ def _train_batches(weights, biases, state, minus, plus, totals, drive, drive_nex
             if np.argmax(state[last][r]) != labels[order[base + r]]:
                 errors += 1
         for l in range(num_layers):
-            minus[l][:] = state[l]
-            plus[l][:] = state[l]
-        for phase, nudged, sign in ((1, minus, -beta), (2, plus, beta)):
-            done = _relax(weights, biases, drive, totals, nudged, sign, target, iterations, tol)
-            if done < 0:
-                status[0], status[1], status[3] = _UNCONVERGED, phase, i
-                return errors
-            status[4] += done
+            nudged[l][:batch] = state[l]
+            nudged[l][batch:] = state[l]
+        drive2[:batch] = drive
+        drive2[batch:] = drive
+        target2[:batch] = target
+        target2[batch:] = target
+        done = _relax(weights, biases, drive2, totals, nudged, betas_nudged, target2, iterations, tol)
+        if done < 0:
+            status[0], status[1], status[3] = _UNCONVERGED, 1, i
+            return errors
+        status[4] += 2 * done
+        for l in range(num_layers):
+            minus[l][:] = nudged[l][:batch]
+            plus[l][:] = nudged[l][batch:]
         has_next = i + 1 < num_batches
         if has_next:
             for r in range(batch):
@@ -320,8 +330,9 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
     is at most ``tol`` amperes (``iterations`` then caps it). Returns
     ``(free_phase_errors, sweeps, failure)``: ``sweeps`` the total over all phases run, ``failure``
     None, ``("conductance", layer_index, unit, batch_index)`` for a unit with non-positive total
-    conductance, or ``("convergence", phase, -1, batch_index)`` (phase 0 free, 1 ``-beta``,
-    2 ``+beta``) when the cap was hit; training stops at that batch, its update not applied.
+    conductance, or ``("convergence", phase, -1, batch_index)`` (phase 0 free, 1 the nudged pair,
+    which relax together until both are within ``tol``) when the cap was hit; training stops at that
+    batch, its update not applied.
     """
     dt = weights[0].dtype.type
     batch = state[0].shape[0]
@@ -329,14 +340,17 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
     weights, biases, state = tuple(weights), tuple(biases), tuple(state)
     minus = tuple(np.empty_like(s) for s in state)
     plus = tuple(np.empty_like(s) for s in state)
+    nudged = tuple(np.empty((2 * batch, s.shape[1]), s.dtype) for s in state)
+    betas = np.concatenate((np.full(batch, -beta), np.full(batch, beta))).astype(weights[0].dtype)
     totals = tuple(np.empty(w.shape[1], weights[0].dtype) for w in weights)
     drive = np.empty((batch, weights[0].shape[1]), weights[0].dtype)
     status = np.zeros(5, np.int64)
     scale = 1.0 / (4.0 * beta * batch)
     errors = _train_batches(
-        weights, biases, state, minus, plus, totals, drive, np.empty_like(drive),
-        np.empty((batch, n), images.dtype), np.empty((batch, n), images.dtype),
-        np.empty_like(state[-1]), images, labels, order, first, num_batches, dt(gain), dt(beta),
+        weights, biases, state, minus, plus, nudged, totals, drive, np.empty_like(drive),
+        np.empty((2 * batch, drive.shape[1]), drive.dtype), np.empty((batch, n), images.dtype),
+        np.empty((batch, n), images.dtype), np.empty_like(state[-1]), np.empty_like(nudged[-1]),
+        np.zeros(batch, drive.dtype), betas, images, labels, order, first, num_batches, dt(gain), dt(beta),
         iterations, dt(tol), np.asarray(lr_weights, weights[0].dtype), np.asarray(lr_biases, weights[0].dtype),
         dt(scale), dt(1.0 / (2.0 * beta * batch)), dt(2.0 * gain * scale), dt(2.0 * scale), status)
     kind = {_OK: None, _NONPOSITIVE: "conductance", _UNCONVERGED: "convergence"}[int(status[0])]

@@ -119,7 +119,7 @@ class Trainer:
             kind, layer, unit, i = failure
             where = f"epoch {self.epoch}, batch {first // self.batch_size + i}"
             if kind == "convergence":
-                phase = ("free", "-beta", "+beta")[layer]
+                phase = ("free", "nudged (-beta, +beta)")[layer]
                 raise ConvergenceError(f"the {phase} phase did not reach KKT residual {tol:g} A within "
                                        f"{iterations} sweeps ({where})")
             totals = model.kernels.total_conductances(model.weights)
