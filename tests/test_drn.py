@@ -10,7 +10,7 @@ from scipy.optimize import minimize
 import resgraph
 from resgraph.drn import DRN, PRESETS, Hyper, ConvergenceError, DRNError, NudgingError, Trainer, preset
 from resgraph.drn.backprop import implicit_gradients, truncated_bp_gradients
-from resgraph.errors import BackendError, ResgraphError
+from resgraph.errors import BackendError
 
 
 def small(backend="numpy", dtype="float64", sizes=(12, 8, 6, 4), gain=3.0, seed=1):
@@ -105,8 +105,10 @@ def test_bad_relax_arguments_raise():
         m.relax(x, iterations=0)
     with pytest.raises(DRNError, match="tol"):
         m.relax(x, tol=-1.0)
-    with pytest.raises(ResgraphError):
+    with pytest.raises(DRNError, match="hebb"):
         Trainer(m, algorithm="hebb")
+    with pytest.raises(DRNError, match="batch_size"):
+        Trainer(m, batch_size=0)
 
 
 # -- relaxation -------------------------------------------------------------------------------
@@ -395,3 +397,16 @@ def test_backend_kernels_agree_with_numpy(backend):
     for a, b in zip(to_host(got[0] + got[1]), want[0] + want[1]):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
     assert abs(m.kkt_residual(x, [m.to_device(a) for a in free]) - ref.kkt_residual(x, free)) < 1e-12
+
+
+def test_train_convenience_loop_records_each_epoch():
+    from resgraph.drn import train
+
+    m = small(backend="numba", dtype="float32", sizes=(12, 8, 10))
+    x, y = _data(40, pixels=12)
+    logged = []
+    history = train(m, x, y, x[:10], y[:10], epochs=2, log=logged.append)
+    assert [h["epoch"] for h in history] == [1, 2] and logged == history
+    assert all(0 <= h["train_error"] <= 1 and 0 <= h["test_error"] <= 1 for h in history)
+    with pytest.raises(DRNError, match="epochs"):
+        train(m, x, y, epochs=0)

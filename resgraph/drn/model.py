@@ -285,9 +285,10 @@ def _check_beta(beta, allow_negative: bool) -> float:
     return beta
 
 
-def _check_iterations(iterations) -> int:
+def _check_iterations(iterations, name: str = "iterations") -> int:
+    """``iterations`` as an int if it is a positive integer; DRNError naming ``name`` otherwise."""
     if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
-        raise DRNError(f"iterations = {iterations!r} must be a positive integer")
+        raise DRNError(f"{name} = {iterations!r} must be a positive integer")
     return int(iterations)
 
 

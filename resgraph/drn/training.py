@@ -48,7 +48,7 @@ class Trainer:
         if algorithm not in ALGORITHMS:
             raise DRNError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
         hyper = model.hyper
-        self.batch_size = _check_iterations(hyper.batch_size if batch_size is None else batch_size)
+        self.batch_size = _check_iterations(hyper.batch_size if batch_size is None else batch_size, "batch_size")
         if not hyper.beta > 0:
             raise DRNError(f"hyper.beta = {hyper.beta!r} must be positive")
         self.model = model
@@ -225,7 +225,7 @@ def train(model: DRN, train_x, train_y, test_x=None, test_y=None, epochs: int | 
     """
     trainer = Trainer(model, algorithm=algorithm, seed=seed)
     history = []
-    for _ in range(_check_iterations(model.hyper.epochs if epochs is None else epochs)):
+    for _ in range(_check_iterations(model.hyper.epochs if epochs is None else epochs, "epochs")):
         start = time.perf_counter()
         train_error = trainer.train_epoch(train_x, train_y)
         seconds = time.perf_counter() - start
