@@ -44,6 +44,22 @@ class PolishResult:
     converged: bool
 
 
+def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray) -> sp.csr_matrix:
+    """``P' Q P`` in the rows of the cluster roots, identity in every other row (see below)."""
+    n = root.size
+    rows = np.repeat(np.arange(n), np.diff(q.indptr))
+    if np.array_equal(root, np.where(root == n, n, np.arange(n))):
+        # No two free variables merged: keep Q's structure, zero what touches fixed variables.
+        data = np.where(unknown[rows] & unknown[q.indices], q.data, 0.0)
+        data[(rows == q.indices) & ~unknown[rows]] = 1.0
+        return sp.csr_matrix((data, q.indices, q.indptr), shape=(n, n))
+    r, k = root[rows], root[q.indices]
+    keep = (r != n) & (k != n)
+    fixed = np.flatnonzero(~unknown)
+    return sp.csr_matrix((np.r_[q.data[keep], np.ones(fixed.size)],
+                          (np.r_[r[keep], fixed], np.r_[k[keep], fixed])), shape=(n, n))
+
+
 def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, solver: SPDSolver,
                        rtol: float) -> np.ndarray:
     """Minimise the dissipation with every ``active`` diode held at zero voltage.
@@ -58,16 +74,16 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, so
     forest = spanning_forest(n + 1, tail, head, np.array([n]))
     base = potentials_along(forest, tail, head, drop, np.zeros(n + 1))[:n]
     root = forest.root[:n]
-    rows = np.flatnonzero(root != n)
-    p = sp.csr_matrix((np.ones(rows.size), (rows, root[rows])), shape=(n, n))
-    q = c.q_matrix
+    free = root != n
     unknown = np.zeros(n, bool)
-    unknown[root[rows]] = True
-    reduced = (p.T @ q @ p + sp.diags((~unknown).astype(np.float64))).tocsr()
-    rhs = p.T @ (c.sweep.source - q @ base)
+    unknown[root[free]] = True
+    q = c.q_matrix
+    reduced = _reduced_matrix(q, root, unknown)
+    # x = y[root] + base on free clusters, base on fixed ones; the drive sums over each cluster.
+    rhs = np.bincount(root[free], weights=(c.sweep.source - q @ base)[free], minlength=n)
     guess = np.where(unknown, x - base, 0.0)
     y = solver.solve(reduced, rhs, guess, rtol)
-    return p @ y + base
+    return np.where(free, y[np.minimum(root, n - 1)], 0.0) + base
 
 
 def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,

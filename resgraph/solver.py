@@ -120,7 +120,7 @@ def _solve_osqp(c: CompiledNetwork, tol: float, timings: dict) -> Solution:
 
     qp = network_qp(c)
     t0 = time.perf_counter()
-    x, y, info = solve_qp(qp, eps=min(tol, 1e-6))
+    x, y, info = solve_qp(qp, eps=tol)
     timings["osqp"] = time.perf_counter() - t0
     lam = np.zeros(c.diode_offset.size)
     lam[qp.diode_index] = y
