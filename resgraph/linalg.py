@@ -7,9 +7,11 @@ tens of iterations and stay on it. Lattice-like graphs, where Jacobi needs O(sqr
 get a sparse LU (SuperLU; up to ``LU_LIMIT`` unknowns) or an algebraic-multigrid hierarchy (PyAMG
 smoothed aggregation). Either is kept as the CG preconditioner of the later, slightly different
 systems, and rebuilt when CG with it stalls: each changed row costs CG about one iteration, so
-reuse pays only when few diodes switch.
+a reused preconditioner gets as many iterations as its rebuild would cost (measured).
 """
 from __future__ import annotations
+
+import time
 
 import numba as nb
 import numpy as np
@@ -25,8 +27,9 @@ LU_LIMIT = 60_000
 #: Jacobi-CG iterations of the probe, and the most it may be predicted to need to be kept.
 PROBE_ITERATIONS = 30
 JACOBI_BUDGET = 100
-#: CG iterations allowed with an earlier system's preconditioner before rebuilding it.
-REUSE_ITERATIONS = 25
+#: Bounds on the CG iterations a reused preconditioner gets before it is rebuilt (within them,
+#: as many as its construction took time).
+REUSE_ITERATIONS = (10, 200)
 #: Products with matrices this large run on all cores.
 PARALLEL_MIN = 50_000
 #: A graph whose breadth-first depth exceeds this many times log2(n) is mesh-like: multigrid
@@ -67,6 +70,8 @@ class SPDSolver:
         self._preconditioner: sla.LinearOperator | None = None
         self._use_jacobi = True
         self._mesh: bool | None = None
+        self._setup_seconds = 0.0      # time the current preconditioner took to build
+        self._iteration_seconds = 1.0  # time of one CG iteration with it (measured on use)
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
         n = rhs.size
@@ -80,11 +85,18 @@ class SPDSolver:
         product = parallel_operator(matrix) if n >= PARALLEL_MIN else matrix
 
         def cg(start, preconditioner, iterations):
-            y, _ = sla.cg(product, rhs, x0=start, rtol=0.0, atol=target, M=preconditioner, maxiter=iterations)
+            count = [0]
+            began = time.perf_counter()
+            y, _ = sla.cg(product, rhs, x0=start, rtol=0.0, atol=target, M=preconditioner,
+                          maxiter=iterations, callback=lambda _: count.__setitem__(0, count[0] + 1))
+            if preconditioner is self._preconditioner and count[0]:
+                self._iteration_seconds = (time.perf_counter() - began) / count[0]
             return y, float(np.linalg.norm(matrix @ y - rhs))
 
         if self._preconditioner is not None:
-            y, residual = cg(guess, self._preconditioner, REUSE_ITERATIONS)
+            low, high = REUSE_ITERATIONS
+            budget = int(np.clip(self._setup_seconds / max(self._iteration_seconds, 1e-9), low, high))
+            y, residual = cg(guess, self._preconditioner, budget)
             if residual <= target:
                 return y
             guess = y
@@ -108,8 +120,10 @@ class SPDSolver:
             return self._factorise(matrix, rhs)
         import pyamg
 
+        began = time.perf_counter()
         hierarchy = pyamg.smoothed_aggregation_solver(matrix, symmetry="symmetric")
         self._preconditioner = hierarchy.aspreconditioner(cycle="V")
+        self._setup_seconds = time.perf_counter() - began
         return cg(guess, self._preconditioner, 500)[0]
 
     def _mesh_like(self, matrix: sp.csr_matrix) -> bool:
@@ -119,6 +133,8 @@ class SPDSolver:
         return self._mesh
 
     def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray) -> np.ndarray:
+        began = time.perf_counter()
         lu = sla.splu(matrix.tocsc(), permc_spec="MMD_AT_PLUS_A")
         self._preconditioner = _operator(rhs.size, lu.solve)
+        self._setup_seconds = time.perf_counter() - began
         return lu.solve(rhs)
