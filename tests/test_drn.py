@@ -274,6 +274,22 @@ def test_compiled_epoch_equals_the_generic_kernels(n):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
+def test_compiled_epoch_equals_the_generic_kernels_with_three_hidden_layers():
+    """Middle layers (neighbours above and below, hidden-to-hidden updates) in the fused kernel."""
+    x, y = _data(12, pixels=12)
+    result = {}
+    for backend in ("numpy", "numba"):
+        m = small(backend=backend, sizes=(12, 16, 16, 16, 10), seed=3)
+        m.hyper = Hyper(beta=0.05, iterations=6, inference_iterations=6).with_layers(4)
+        tr = Trainer(m, batch_size=4)
+        tr.train_epoch(x, y)
+        result[backend] = m.weights + m.biases + tr.state
+    for a, b in zip(result["numpy"], result["numba"]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    assert any(not np.array_equal(w, small(sizes=(12, 16, 16, 16, 10), seed=3).weights[l])
+               for l, w in enumerate(result["numba"][:4]))
+
+
 def test_numba_training_is_deterministic_and_resumes_bit_for_bit(tmp_path):
     x, y = _data(202)
     runs = []
