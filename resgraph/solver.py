@@ -14,7 +14,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+import functools
+
+from threadpoolctl import ThreadpoolController
 
 from .backends import get_backend
 from .compiled import CompiledNetwork
@@ -28,6 +30,12 @@ from .solution import Solution, build_solution
 DEFAULT_OMEGA = 1.5
 #: Checks of coordinate descent before the first polish, even if diodes are still switching.
 POLISH_AFTER = 3
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_threads() -> ThreadpoolController:
+    """Scanning the loaded libraries takes milliseconds: do it once."""
+    return ThreadpoolController()
 
 
 def _start(c: CompiledNetwork, warm_start) -> np.ndarray:
@@ -66,7 +74,7 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
         raise ResgraphError(f"tol must be positive, got {tol}")
     # BLAS threads only spin against numba's pool here: the solve's vector work is memory-bound.
     # (Measured on a 1e5-node lattice: 41 s with OpenBLAS threads, 4.6 s without.)
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _blas_threads().limit(limits=1, user_api="blas"):
         return _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish, dtype, colouring)
 
 
