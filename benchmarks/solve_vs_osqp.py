@@ -6,7 +6,8 @@ polishing on), PIQP's time (compile + to_qp + setup + solve; sparse interior poi
 tolerances), the ratios, and the KKT residual each answer reaches (our own
 certificate, measured the same way for all three). All measured in this one run. Each peer runs in
 a child process with a wall-clock limit and a memory cap (their factorisations cannot be stopped
-from Python); a peer that runs past the limit is reported as '>T' and its ratio as '> r x'.
+from Python); a peer that runs past the limit is reported as '>T' and its ratio as '> r x'. Runs under 1 s
+are repeated (3 in all, ours and the peers' alike) and the fastest is kept.
 
     python benchmarks/solve_vs_osqp.py                  # 1e3 .. 1e5 free nodes
     python benchmarks/solve_vs_osqp.py --sizes 1000000 --peer-timeout 600
@@ -61,6 +62,18 @@ def run_piqp(qp, timeout):
 
 
 PEERS = {"osqp": run_osqp, "piqp": run_piqp}
+#: Runs shorter than this are repeated (3 times in all) and the fastest kept, for ours and peers.
+REPEAT_BELOW = 1.0
+
+
+def best_of(run):
+    """``run()`` returns (seconds, ...); repeat short runs and keep the fastest."""
+    best = run()
+    if best[0] < REPEAT_BELOW:
+        for _ in range(2):
+            again = run()
+            best = again if again[0] < best[0] else best
+    return best
 
 
 def _peer_child(name, kind, n, regime, timeout, memory_gib, pipe):
@@ -69,13 +82,15 @@ def _peer_child(name, kind, n, regime, timeout, memory_gib, pipe):
     limit = int(memory_gib * 2**30)
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     try:
-        net = benchmark_network(kind, n, regime)
-        t = time.perf_counter()          # like ours, the peers start from the Network
-        c = net.compile()
-        qp = net.to_qp()
-        build = time.perf_counter() - t
-        seconds, x, y = PEERS[name](qp, timeout)
-        seconds += build
+        def once():
+            net = benchmark_network(kind, n, regime)
+            t = time.perf_counter()          # like ours, the peers start from the Network
+            c = net.compile()
+            qp = net.to_qp()
+            build = time.perf_counter() - t
+            seconds, x, y = PEERS[name](qp, timeout)
+            return seconds + build, c, qp, x, y
+        seconds, c, qp, x, y = best_of(once)
         good = x is not None and np.all(np.isfinite(x))
         pipe.send((seconds, certify(c, x, y, qp) if good else float("nan"), None))
     except BaseException as exc:  # a peer failing (memory, error) is a result to report
@@ -121,11 +136,13 @@ def main(argv=None):
     for n in args.sizes:
         for kind in args.kinds:
             for regime in args.regimes:
-                net = benchmark_network(kind, n, regime)
-                t = time.perf_counter()
-                c = net.compile()
-                sol = rg.solve(c, backend=args.backend, tol=1e-9)
-                ours = time.perf_counter() - t
+                def ours_once():
+                    net = benchmark_network(kind, n, regime)
+                    t = time.perf_counter()
+                    c = net.compile()
+                    sol = rg.solve(c, backend=args.backend, tol=1e-9)
+                    return time.perf_counter() - t, c, sol
+                ours, c, sol = best_of(ours_once)
                 row = [kind, f"{c.num_free:,}", regime, f"{int(sol.diode_on.sum()):,}",
                        f"{ours:.3f}", f"{sol.kkt.scaled:.0e}"]
                 ratios = []

@@ -1,13 +1,14 @@
 """Solving the symmetric positive definite systems of the active-set polish.
 
 The matrices are weighted graph Laplacians plus a positive diagonal (M-matrices), all of one size
-during a polish, each differing from the last in a few rows. A short conjugate-gradient probe with
-a Jacobi preconditioner measures the convergence rate: expander-like random graphs converge in
-tens of iterations and stay on it. Lattice-like graphs, where Jacobi needs O(sqrt n) iterations,
-get a sparse LU (SuperLU; up to ``LU_LIMIT`` unknowns) or an algebraic-multigrid hierarchy (PyAMG
-smoothed aggregation). Either is kept as the CG preconditioner of the later, slightly different
-systems, and rebuilt when CG with it stalls: each changed row costs CG about one iteration, so
-a reused preconditioner gets as many iterations as its rebuild would cost (measured).
+during a polish, each differing from the last in a few rows. The graph's shape picks the method
+once per polish: a breadth-first search reaches depth about sqrt(n) on a mesh and about log(n) on
+an expander-like random graph. Expanders are well conditioned but fill in badly: Jacobi-
+preconditioned conjugate gradients. Meshes need O(sqrt n) Jacobi iterations but factorise well:
+a sparse LU (SuperLU, up to ``LU_LIMIT`` unknowns) or an algebraic-multigrid hierarchy (PyAMG
+smoothed aggregation) beyond. Either is kept as the CG preconditioner of the later, slightly
+different systems, and rebuilt when CG with it stalls: each changed row costs CG about one
+iteration, so a reused preconditioner gets as many iterations as its rebuild would cost (measured).
 """
 from __future__ import annotations
 
@@ -22,21 +23,17 @@ from .forest import bfs_depth
 
 #: Systems this small are factorised straight away.
 DIRECT_LIMIT = 300
-#: Systems up to this size are factorised when Jacobi-CG would be slow; larger ones use AMG.
+#: Mesh-like systems up to this size are factorised; larger ones use AMG.
 LU_LIMIT = 60_000
-#: Jacobi-CG iterations of the probe, and the most it may be predicted to need to be kept.
-PROBE_ITERATIONS = 30
-JACOBI_BUDGET = 100
 #: Bounds on the CG iterations a reused preconditioner gets before it is rebuilt (within them,
 #: as many as its construction took time).
 REUSE_ITERATIONS = (10, 200)
 #: Products with matrices this large run on all cores.
 PARALLEL_MIN = 50_000
-#: A graph whose breadth-first depth exceeds this many times log2(n) is mesh-like: multigrid
-#: suits it. On expander-like graphs smoothed aggregation builds dense coarse levels (minutes at
-#: 1e6 nodes) while Jacobi-CG, slowed only by a few isolated small eigenvalues, is fine.
-MESH_DEPTH_FACTOR = 8
-#: Jacobi-CG iterations allowed on a large expander-like graph.
+#: A graph whose breadth-first depth exceeds this many times log2(n) is mesh-like. (On expanders
+#: smoothed aggregation builds dense coarse levels: minutes at 1e6 nodes.)
+MESH_DEPTH_FACTOR = 3
+#: Jacobi-CG iterations allowed on an expander-like graph.
 EXPANDER_ITERATIONS = 5_000
 
 
@@ -68,7 +65,6 @@ class SPDSolver:
 
     def __init__(self) -> None:
         self._preconditioner: sla.LinearOperator | None = None
-        self._use_jacobi = True
         self._mesh: bool | None = None
         self._setup_seconds = 0.0      # time the current preconditioner took to build
         self._iteration_seconds = 1.0  # time of one CG iteration with it (measured on use)
@@ -100,22 +96,9 @@ class SPDSolver:
             if residual <= target:
                 return y
             guess = y
-        elif self._use_jacobi:
+        if not self._mesh_like(matrix):
             inv_diag = 1.0 / matrix.diagonal()
-            jacobi = _operator(n, lambda r: inv_diag * r)
-            start = float(np.linalg.norm(matrix @ guess - rhs))
-            y, residual = cg(guess, jacobi, PROBE_ITERATIONS)
-            if residual <= target:
-                return y
-            rate = (residual / start) ** (1.0 / PROBE_ITERATIONS) if 0 < residual < start else 1.0
-            needed = np.log(target / residual) / np.log(rate) if rate < 1 else np.inf
-            expander = n > LU_LIMIT and not self._mesh_like(matrix)
-            if needed <= JACOBI_BUDGET or expander:
-                y, residual = cg(y, jacobi, EXPANDER_ITERATIONS if expander else int(2 * needed) + 20)
-                if residual <= target or expander:
-                    return y
-            self._use_jacobi = False
-            guess = y
+            return cg(guess, _operator(n, lambda r: inv_diag * r), EXPANDER_ITERATIONS)[0]
         if n <= LU_LIMIT:
             return self._factorise(matrix, rhs)
         import pyamg
