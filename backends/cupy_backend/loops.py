@@ -69,6 +69,24 @@ def _relax_phase(weights, biases, drive, totals, state, beta, target, iterations
     return -1
 
 
+def _relax_nudged(weights, biases, drive, totals, nudged, betas, beta: float, target, iterations: int,
+                  tol: float, ops) -> int:
+    """Both nudged phases as one (2, batch, n) state, like the numba backend: ``iterations`` sweeps
+    if ``tol <= 0``, else sweeps until both KKT residuals are at most ``tol`` (``iterations`` the
+    cap). Returns the sweeps done, or -1 when the cap was hit."""
+    if tol <= 0:
+        relax(weights, biases, drive, totals, nudged, betas, target, iterations, ops)
+        return iterations
+    for done in range(iterations + 1):
+        worst = max(kkt_residual(weights, biases, drive, totals, [n[k] for n in nudged], sign, target)
+                    for k, sign in ((0, -beta), (1, beta)))
+        if worst <= tol:
+            return done
+        if done < iterations:
+            relax(weights, biases, drive, totals, nudged, betas, target, 1, ops)
+    return -1
+
+
 def train_batches(weights, biases, state, images, labels, order, first: int, num_batches: int,
                   gain: float, beta: float, iterations: int, lr_weights, lr_biases, ops, tol: float = 0.0):
     """Centred-EP SGD on ``num_batches`` full batches of ``images[order[first:]]``, in place.
@@ -80,8 +98,8 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
     ``(free_phase_errors, sweeps, failure)``: ``failure`` None,
     ``("conductance", layer_index, unit, batch_index)`` for a unit with non-positive total
     conductance in the ``-beta`` phase, or ``("convergence", phase, -1, batch_index)`` (phase 0
-    free, 1 ``-beta``, 2 ``+beta``); training stops at that batch, its update not applied. With a
-    fixed sweep count both nudged phases relax together as one (2, batch, n) state.
+    free, 1 the two nudged phases, which relax together as one (2, batch, n) state until both are
+    within ``tol``); training stops at that batch, its update not applied.
     """
     xp = array_module(weights[0])
     dtype = weights[0].dtype.type
@@ -116,19 +134,11 @@ def train_batches(weights, biases, state, images, labels, order, first: int, num
         xp.not_equal(xp.argmax(state[last], axis=1), labels[part], out=misses[part])
         for s, n in zip(state, nudged):
             n[...] = s
-        if tol <= 0:
-            relax(weights, biases, drive, totals, nudged, betas, target, iterations, ops)
-            sweeps += 2 * iterations
-        else:
-            for phase, sign in ((1, -beta), (2, beta)):
-                done = _relax_phase(weights, biases, drive, totals, [n[phase - 1] for n in nudged],
-                                    sign, target, iterations, tol, ops)
-                if done < 0:
-                    failure = ("convergence", phase, -1, i)
-                    break
-                sweeps += done
-            if failure is not None:
-                break
+        done = _relax_nudged(weights, biases, drive, totals, nudged, betas, beta, target, iterations, tol, ops)
+        if done < 0:
+            failure = ("convergence", 1, -1, i)
+            break
+        sweeps += 2 * done
         for l, (n, sq) in enumerate(zip(nudged, squares)):
             ops.column_step(n[1], n[0], bias_lr[l], biases[l], sq)
         ops.input_step(weights[0], xs[part], nudged[0][1], nudged[0][0], squares[0],
