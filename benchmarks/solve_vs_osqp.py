@@ -129,8 +129,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     rg.solve(benchmark_network("random", 1000, "on"), backend=args.backend)   # JIT warm-up
-    header = (f"| graph | free nodes | regime | diodes on | resgraph s | KKT | OSQP s | KKT | "
-              f"PIQP s | KKT | OSQP / resgraph | PIQP / resgraph |")
+    header = ("| graph | free nodes | regime | diodes on | resgraph s | KKT | OSQP s | KKT | "
+              "PIQP s | KKT | OSQP / resgraph | PIQP / resgraph |")
     print(header)
     print("|---" * 12 + "|")
     for n in args.sizes:
