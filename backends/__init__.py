@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from ..errors import BackendError
 
-__all__ = ["Backend", "get_backend", "available_backends", "BACKEND_NAMES"]
+__all__ = ["Backend", "get_backend", "available_backends", "host_backend", "BACKEND_NAMES"]
 
 #: Backends resgraph knows, in order of preference on a CPU.
 BACKEND_NAMES = ("numba", "numpy", "cupy")
@@ -42,6 +42,14 @@ class Backend:
     to_host: Callable[[Any], Any]
     drn: ModuleType | None = None
     info: dict = field(default_factory=dict)
+
+
+def host_backend(name: str, graph: ModuleType, drn: ModuleType) -> Backend:
+    """A backend whose arrays are NumPy arrays in host memory (the numpy and numba backends)."""
+    import numpy as np
+
+    return Backend(name=name, xp=np, colour_sweep=graph.colour_sweep, to_device=np.asarray,
+                   to_host=np.asarray, drn=drn)
 
 
 _cache: dict[str, Backend] = {}
