@@ -39,7 +39,6 @@ LOOSE_MIN_SIZE = 20_000
 class PolishResult:
     x: np.ndarray
     currents: np.ndarray      # per diode, amperes
-    active: np.ndarray        # per diode, bool
     iterations: int
     converged: bool
 
@@ -115,9 +114,9 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
         ok_primal = np.all(slack[con & ~active] >= -tol * vscale)
         ok_dual = np.all(lam[active] >= -tol * iscale)
         if ok_primal and ok_dual:
-            return PolishResult(x, np.where(active, lam, 0.0), active, iteration, True)
+            return PolishResult(x, np.where(active, lam, 0.0), iteration, True)
         seen.add(np.packbits(active).tobytes())
         active = update
         if np.packbits(active).tobytes() in seen:
             break
-    return PolishResult(x, lam, active, iteration, False)
+    return PolishResult(x, lam, iteration, False)

@@ -16,7 +16,7 @@ class Solution:
 
     ``potentials`` (V, ground 0); ``resistor_currents`` (A, a -> b); ``diode_currents``
     (A, anode -> cathode, >= 0); ``voltage_source_currents`` (A, leaving the plus terminal into
-    the circuit); ``current_source_voltages`` is not reported (it is ``v[b] - v[a]``).
+    the circuit).
     ``kkt_residual`` is the largest absolute violation of KCL (A), feasibility (V), diode-current
     sign (A) or complementarity; ``kkt`` has each part and their scales; ``converged`` is true
     when every part is below ``tol`` times its scale (scales are >= 1).
