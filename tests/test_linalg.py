@@ -1,0 +1,87 @@
+"""The SPD solver of the active-set polish: direct LDL' with numeric refactorisation, reuse of an
+old factor as a CG preconditioner, and the guard against refactorising onto another pattern."""
+import numpy as np
+import scipy.sparse as sp
+
+from resgraph.linalg import SPDSolver, _upper_triangle
+
+
+def lattice_matrix(side: int, rng: np.random.Generator) -> sp.csr_matrix:
+    """Weighted Laplacian of a side x side lattice plus a small positive diagonal."""
+    idx = np.arange(side * side).reshape(side, side)
+    a = np.r_[idx[:, :-1].ravel(), idx[:-1, :].ravel()]
+    b = np.r_[idx[:, 1:].ravel(), idx[1:, :].ravel()]
+    g = rng.uniform(0.5, 2.0, a.size)
+    n = side * side
+    off = sp.csr_matrix((np.r_[g, g], (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+    diag = np.asarray(off.sum(axis=1)).ravel() + rng.uniform(0.01, 0.1, n)
+    matrix = (sp.diags(diag) - off).tocsr()
+    matrix.sort_indices()
+    return matrix
+
+
+def clamp_rows(matrix: sp.csr_matrix, fixed: np.ndarray) -> sp.csr_matrix:
+    """Identity rows and columns at ``fixed``, the sparsity pattern kept (as the polish does)."""
+    n = matrix.shape[0]
+    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
+    is_fixed = np.zeros(n, bool)
+    is_fixed[fixed] = True
+    data = np.where(is_fixed[rows] | is_fixed[matrix.indices], 0.0, matrix.data)
+    data[(rows == matrix.indices) & is_fixed[rows]] = 1.0
+    return sp.csr_matrix((data, matrix.indices.copy(), matrix.indptr.copy()), shape=(n, n))
+
+
+def test_upper_triangle_keeps_explicit_zeros():
+    matrix = clamp_rows(lattice_matrix(5, np.random.default_rng(0)), np.array([3, 7]))
+    upper = _upper_triangle(matrix)
+    assert upper.nnz == (matrix.nnz + matrix.shape[0]) // 2     # every stored entry, zeros too
+    assert np.array_equal(upper.toarray(), np.triu(matrix.toarray()))
+
+
+def test_sequence_of_clamped_systems_is_solved_exactly():
+    """Systems that differ in a few rows (refactorised or preconditioned) and in many rows."""
+    rng = np.random.default_rng(1)
+    base = lattice_matrix(24, rng)          # 576 unknowns: above the dense limit, mesh-like
+    n = base.shape[0]
+    solver = SPDSolver()
+    guess = np.zeros(n)
+    for fixed_count in (0, 3, 3, 200, 0):
+        matrix = clamp_rows(base, rng.choice(n, fixed_count, replace=False))
+        rhs = rng.normal(size=n)
+        y = solver.solve(matrix, rhs, guess, rtol=1e-12)
+        assert np.linalg.norm(matrix @ y - rhs) <= 1e-10 * np.linalg.norm(rhs)
+        guess = y
+
+
+def test_changed_columns_counts_value_changes_and_refuses_other_patterns():
+    rng = np.random.default_rng(2)
+    base = lattice_matrix(20, rng)
+    solver = SPDSolver()
+    solver.solve(base, np.ones(base.shape[0]), np.zeros(base.shape[0]))   # factorises
+    assert solver._changed_columns(_upper_triangle(base)) == 0
+    # Clamping node 5 changes its row and column: in the upper triangle, the entries (4, 5),
+    # (5, 5), (5, 6) and (5, 25) of columns 5, 6 and 25.
+    assert solver._changed_columns(_upper_triangle(clamp_rows(base, np.array([5])))) == 3
+    other = (base + sp.csr_matrix(([-0.1, -0.1], ([0, 399], [399, 0])), shape=base.shape)).tocsr()
+    assert solver._changed_columns(_upper_triangle(other)) is None
+
+
+def test_refactorisation_after_a_pattern_change_is_fresh():
+    """A system whose pattern differs from the factorised one must not reuse its symbolic
+    analysis (QDLDL would return NaNs without complaint)."""
+    rng = np.random.default_rng(3)
+    first = lattice_matrix(18, rng)
+    n = first.shape[0]
+    # 150 long-range resistors: too many changes for CG preconditioned by the old factor.
+    a, b = rng.choice(n, 150), rng.choice(n, 150)
+    a, b = a[a != b], b[a != b]
+    g = np.ones(a.size)
+    extra = sp.csr_matrix((np.r_[-g, -g, g, g], (np.r_[a, b, a, b], np.r_[b, a, a, b])), shape=first.shape)
+    second = (first + extra).tocsr()
+    second.sort_indices()
+    solver = SPDSolver()
+    solver.solve(first, np.ones(n), np.zeros(n))
+    rhs = rng.normal(size=n)
+    y = solver.solve(second, rhs, np.zeros(n))
+    assert solver._changed_columns(_upper_triangle(second)) == 0    # it was factorised afresh
+    assert np.linalg.norm(second @ y - rhs) <= 1e-10 * np.linalg.norm(rhs)
