@@ -97,7 +97,7 @@ def test_missing_cupy_raises_backend_error_with_install_hint(monkeypatch):
     monkeypatch.delitem(backends._cache, "cupy", raising=False)
     with pytest.raises(BackendError, match=r'pip install "resgraph\[cupy\]"'):
         get_backend("cupy")
-    with pytest.raises(BackendError, match="cupy"):
+    with pytest.raises(BackendError, match=r'pip install "resgraph\[cupy\]"'):
         DRN(backend="cupy")
 
 
@@ -114,9 +114,13 @@ def test_cupy_without_a_device_raises_backend_error_naming_the_cause(monkeypatch
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(no_driver))
     with pytest.raises(BackendError, match="usable CUDA GPU.*cudaErrorInsufficientDriver"):
         get_backend("cupy")
+    with pytest.raises(BackendError, match="usable CUDA GPU.*cudaErrorInsufficientDriver"):
+        DRN(backend="cupy")
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(lambda: 0))
     with pytest.raises(BackendError, match="reports none"):
         get_backend("cupy")
+    with pytest.raises(BackendError, match="reports none"):
+        DRN(backend="cupy")
 
 
 def test_importing_resgraph_never_imports_cupy():

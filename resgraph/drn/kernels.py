@@ -17,10 +17,9 @@ def drn_kernels(name: str) -> ModuleType:
     if not isinstance(name, str) or name not in DRN_BACKENDS:
         raise BackendError(f"unknown DRN backend {name!r}; choose one of {', '.join(DRN_BACKENDS)}")
     if name == "cupy":
-        try:
-            import cupy  # noqa: F401
-        except Exception as exc:  # ImportError, or a CUDA runtime error raised at import
-            raise BackendError(f"backend 'cupy' needs CuPy and a CUDA device: import cupy failed ({exc})") from exc
+        from ..backends.cupy_backend import cupy_module
+
+        cupy_module()   # the same checks and messages (what to install) as resgraph.solve's
     try:
         return importlib.import_module(f"resgraph.backends.{name}_backend.drn")
     except ModuleNotFoundError as exc:
