@@ -77,16 +77,40 @@ def _bfs_forest(num_nodes, tail, head, first_roots):
     return order, parent_edge, root
 
 
+@nb.njit(cache=True)
+def _kruskal(num_nodes, tail, head, edge_order):
+    """Edges of a spanning forest, taken greedily in ``edge_order`` (union-find)."""
+    parent = np.arange(num_nodes)
+    keep = np.zeros(tail.size, np.bool_)
+    for e in edge_order:
+        a, b = tail[e], head[e]
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        while parent[b] != b:
+            parent[b] = parent[parent[b]]
+            b = parent[b]
+        if a != b:
+            parent[a] = b
+            keep[e] = True
+    return keep
+
+
 def spanning_forest(num_nodes: int, tail: np.ndarray, head: np.ndarray,
-                    first_roots: np.ndarray | None = None) -> Forest:
+                    first_roots: np.ndarray | None = None, prefer: np.ndarray | None = None) -> Forest:
     """Breadth-first spanning forest over edges ``tail[e] -- head[e]``.
 
     Trees containing a node of ``first_roots`` are rooted there (the first such node wins).
+    Where ``prefer`` (bool per edge) is given, the forest holds as many preferred edges as a
+    forest can (chosen before any other edge closes a loop with them).
     """
     roots = np.zeros(0, np.int64) if first_roots is None else np.asarray(first_roots, np.int64)
-    order, parent_edge, root = _bfs_forest(
-        num_nodes, np.asarray(tail, np.int64), np.asarray(head, np.int64), roots)
-    return Forest(order, parent_edge, root)
+    tail, head = np.asarray(tail, np.int64), np.asarray(head, np.int64)
+    if prefer is None or not np.any(prefer):
+        return Forest(*_bfs_forest(num_nodes, tail, head, roots))
+    chosen = np.flatnonzero(_kruskal(num_nodes, tail, head, np.argsort(~prefer, kind="stable")))
+    order, parent_edge, root = _bfs_forest(num_nodes, tail[chosen], head[chosen], roots)
+    return Forest(order, np.where(parent_edge >= 0, chosen[np.maximum(parent_edge, 0)], -1), root)
 
 
 @nb.njit(cache=True)

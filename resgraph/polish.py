@@ -59,18 +59,20 @@ def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray) -> 
                           (np.r_[r[keep], fixed], np.r_[k[keep], fixed])), shape=(n, n))
 
 
-def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, solver: SPDSolver,
-                       rtol: float) -> np.ndarray:
+def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, prefer: np.ndarray,
+                       solver: SPDSolver, rtol: float) -> np.ndarray:
     """Minimise the dissipation with every ``active`` diode held at zero voltage.
 
     Each cluster of variables joined by active diodes is one unknown, stored in the row of its
     root variable; rows of fixed variables and of non-root cluster members are identity rows, so
     every system of a polish has the same size and layout (the solver reuses its preconditioner).
+    Where active diodes close a loop whose offsets (voltage sources) do not sum to zero, not all
+    of them can be at zero voltage: those of a spanning forest are, ``prefer``-red ones first.
     """
     n = c.num_free
     idx = np.flatnonzero(active)
     tail, head, drop = c.diode_anode_var[idx], c.diode_cathode_var[idx], c.diode_offset[idx]
-    forest = spanning_forest(n + 1, tail, head, np.array([n]))
+    forest = spanning_forest(n + 1, tail, head, np.array([n]), prefer[idx])
     base = potentials_along(forest, tail, head, drop, np.zeros(n + 1))[:n]
     root = forest.root[:n]
     free = root != n
@@ -97,26 +99,33 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
     seen: set[bytes] = set()
     solver = SPDSolver()
     lam = np.zeros(slack.size)
+    prefer = np.zeros(slack.size, bool)
     loose = c.num_free >= LOOSE_MIN_SIZE
     for iteration in range(1, max_iterations + 1):
-        x = _solve_with_active(c, x, active, solver, LOOSE_RTOL if loose else TIGHT_RTOL)
+        seen.add(np.packbits(np.r_[active, prefer]).tobytes())
+        x = _solve_with_active(c, x, active, prefer, solver, LOOSE_RTOL if loose else TIGHT_RTOL)
         lam = diode_currents(c, x, active)
         slack = constraint_slack(c, x)
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
         iscale = max(1.0, float(np.max(np.abs(lam), initial=0.0)))
-        # Switch on reverse-violated diodes; keep conducting ones whose current is not negative.
-        update = con & np.where(active, lam >= -tol * iscale, -conductance * slack > tol * iscale)
+        # Switch on reverse-violated diodes; keep conducting ones whose current is not negative
+        # and that are at zero voltage (an active diode closing a loop of active diodes may not be).
+        # An active diode left reverse-violated by such a loop is preferred in the next forest.
+        violated = slack < -tol * vscale
+        update = con & np.where(active, (lam >= -tol * iscale) & (slack <= tol * vscale),
+                                -conductance * slack > tol * iscale)
+        prefer |= active & violated
         if loose:
             # Inexact steps steer the active set; once it stops changing, solve it exactly.
             loose = not np.array_equal(update, active)
             active = update
             continue
-        ok_primal = np.all(slack[con & ~active] >= -tol * vscale)
+        ok_primal = not np.any(violated & con)
         ok_dual = np.all(lam[active] >= -tol * iscale)
-        if ok_primal and ok_dual:
+        ok_tight = np.all(slack[active] <= tol * vscale)
+        if ok_primal and ok_dual and ok_tight:
             return PolishResult(x, np.where(active, lam, 0.0), iteration, True)
-        seen.add(np.packbits(active).tobytes())
         active = update
-        if np.packbits(active).tobytes() in seen:
+        if np.packbits(np.r_[active, prefer]).tobytes() in seen:
             break
     return PolishResult(x, lam, iteration, False)

@@ -176,3 +176,41 @@ def test_networkx_labels_and_errors():
         rg.Network.from_networkx(g, ground="gnd")
     with pytest.raises(rg.NodeIndexError, match="ground"):
         rg.Network.from_networkx(g, ground="nope")
+
+
+def _parallel_diodes_with_offset():
+    """Node 1 (fed from +2 V through 1 S) feeds, through two diodes, nodes 3 and 2, which a
+    floating 0.3 V source holds apart (v3 = v2 + 0.3), each 1 S to ground. Only the diode to node
+    2 can conduct: v1 = v2 = 1.7 / 3 V, the diode to node 3 is 0.3 V reverse-biased."""
+    net = rg.Network(5)
+    net.add_voltage_source(4, 0, 2.0)
+    net.add_resistor(4, 1, 1.0)
+    net.add_voltage_source(3, 2, 0.3)
+    net.add_diode(1, 3)              # listed first: a forest taken in order would hold it tight
+    net.add_diode(1, 2)
+    net.add_resistor(2, 0, 1.0)
+    net.add_resistor(3, 0, 1.0)
+    return net
+
+
+def test_active_diodes_closing_a_loop_with_offsets_cannot_all_be_tight():
+    """Regression (found by Hypothesis): the polish held the wrong diode of such a loop at zero
+    voltage and called the answer converged with the other reverse-violated."""
+    from resgraph.kkt import constraint_slack
+    from resgraph.polish import polish
+
+    net = _parallel_diodes_with_offset()
+    c = net.compile()
+    # Start with both diodes active: v1 = v3, so the diode to node 2 is 0.3 V reverse-violated.
+    x = c.variables(np.array([0.0, 1.0, 0.7, 1.0, 2.0]))
+    assert np.sum(constraint_slack(c, x) <= 1e-9) == 2
+    result = polish(c, x, 1e-10, 1e-9)
+    assert result.converged
+    assert np.all(constraint_slack(c, result.x) >= -1e-12)
+    v = c.potentials(result.x)
+    np.testing.assert_allclose(v, [0.0, 1.7 / 3, 1.7 / 3, 1.7 / 3 + 0.3, 2.0], atol=1e-12)
+    np.testing.assert_allclose(result.currents, [0.0, 2.0 - 1.7 / 3], atol=1e-12)
+    sol = rg.solve(net, tol=1e-10)
+    assert sol.converged
+    np.testing.assert_allclose(sol.potentials, v, atol=1e-10)
+    check_kirchhoff(net, sol)
