@@ -11,6 +11,10 @@ Kernels
     :class:`resgraph.compiled.CompiledNetwork` given as plain arrays (``graph``, a
     :class:`resgraph.compiled.SweepArrays` already moved to the backend's device by
     ``to_device``), colour by colour, ``sweeps`` times.
+``sweep_residual(graph, x)``
+    Largest current by which a variable is off its projected optimum given its neighbours,
+    ``g |x - clip(target)|``, over the largest current in play: the convergence test of
+    coordinate descent, computed where ``x`` lives (one number comes back).
 ``to_device(array)`` / ``to_host(array)``
     Move arrays to / from the backend's memory.
 ``drn``
@@ -38,6 +42,7 @@ class Backend:
     name: str
     xp: ModuleType
     colour_sweep: Callable[..., None]
+    sweep_residual: Callable[..., float]
     to_device: Callable[[Any], Any]
     to_host: Callable[[Any], Any]
     drn: ModuleType | None = None
@@ -48,8 +53,8 @@ def host_backend(name: str, graph: ModuleType, drn: ModuleType) -> Backend:
     """A backend whose arrays are NumPy arrays in host memory (the numpy and numba backends)."""
     import numpy as np
 
-    return Backend(name=name, xp=np, colour_sweep=graph.colour_sweep, to_device=np.asarray,
-                   to_host=np.asarray, drn=drn)
+    return Backend(name=name, xp=np, colour_sweep=graph.colour_sweep, sweep_residual=graph.sweep_residual,
+                   to_device=np.asarray, to_host=np.asarray, drn=drn)
 
 
 _cache: dict[str, Backend] = {}

@@ -273,7 +273,7 @@ def _colours(num_free, rows, cols, net, node_var, roots, colouring):
 def _adjacency_csr(num_free, rows, nbr, value):
     order = np.lexsort((nbr, rows))
     ptr = np.zeros(num_free + 1, np.int64)
-    np.add.at(ptr, rows + 1, 1)
+    ptr[1:] = np.bincount(rows, minlength=num_free)
     return np.cumsum(ptr), nbr[order].astype(np.int64), value[order].astype(np.float64)
 
 
@@ -289,11 +289,11 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     anchor = np.zeros(num_free)
     for this, other, sign in ((va, vb, 1.0), (vb, va, -1.0)):
         m = (this >= 0) & (this != other)
-        np.add.at(total, this[m], g[m])
+        total += np.bincount(this[m], g[m], num_free)
         # E = 1/2 g (x_a + o_a - x_b - o_b)^2: the drive into x_a is g (o_b - o_a) (+ g v_b if b fixed)
-        np.add.at(source, this[m], sign * g[m] * (offset[rb[m]] - offset[ra[m]]))
+        source += np.bincount(this[m], sign * g[m] * (offset[rb[m]] - offset[ra[m]]), num_free)
         to_fixed = m & (other < 0)
-        np.add.at(anchor, this[to_fixed], g[to_fixed])
+        anchor += np.bincount(this[to_fixed], g[to_fixed], num_free)
     free_pair = (va >= 0) & (vb >= 0) & (va != vb)
     coupling = sp.csr_matrix((np.r_[g[free_pair], g[free_pair]],
                               (np.r_[va[free_pair], vb[free_pair]], np.r_[vb[free_pair], va[free_pair]])),
@@ -302,7 +302,7 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     ca, cb, current = net.arrays("current_source")
     for node, sign in ((ca, -1.0), (cb, 1.0)):
         m = node_var[node] >= 0
-        np.add.at(source, node_var[node[m]], sign * current[m])
+        source += np.bincount(node_var[node[m]], sign * current[m], num_free)
     _check_floating(net, num_free, node_var, anchor, coupling)
 
     anode, cathode = net.arrays("diode")[:2]

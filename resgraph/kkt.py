@@ -123,9 +123,8 @@ def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     """Measure how far ``(x, lam)`` is from satisfying the KKT conditions."""
     n = c.num_free
     con = c.diode_is_constraint
-    balance = np.append(outflow(c, x), 0.0)
-    np.add.at(balance, c.diode_anode_var[con], lam[con])
-    np.subtract.at(balance, c.diode_cathode_var[con], lam[con])
+    balance = (np.append(outflow(c, x), 0.0) + np.bincount(c.diode_anode_var[con], lam[con], n + 1)
+               - np.bincount(c.diode_cathode_var[con], lam[con], n + 1))
     kcl = float(np.max(np.abs(balance[:n]), initial=0.0))
     slack = constraint_slack(c, x)
     feasibility = float(np.max(-slack, initial=0.0))

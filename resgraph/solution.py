@@ -50,13 +50,9 @@ def build_solution(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, kkt: KKTR
     ca, cb, current = c.current_sources
     # Current leaving each node through resistors, current sources and diodes; voltage sources
     # must feed it back.
-    out = np.zeros(c.num_nodes)
-    np.add.at(out, ra, i_r)
-    np.subtract.at(out, rb, i_r)
-    np.add.at(out, ca, current)
-    np.subtract.at(out, cb, current)
-    np.add.at(out, anode, lam)
-    np.subtract.at(out, cathode, lam)
+    n = c.num_nodes
+    out = (np.bincount(ra, i_r, n) - np.bincount(rb, i_r, n) + np.bincount(ca, current, n)
+           - np.bincount(cb, current, n) + np.bincount(anode, lam, n) - np.bincount(cathode, lam, n))
     plus, minus, _ = c.voltage_sources
     flow, _ = tree_flows(c.vs_forest, plus, minus, -out, plus.size)
     return Solution(

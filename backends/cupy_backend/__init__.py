@@ -54,6 +54,7 @@ def load() -> Backend:
         name="cupy",
         xp=cupy,
         colour_sweep=graph.colour_sweep,
+        sweep_residual=graph.sweep_residual,
         to_device=cupy.asarray,
         to_host=cupy.asnumpy,
         drn=drn,

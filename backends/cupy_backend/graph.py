@@ -19,18 +19,19 @@ BLOCK = 256
 
 _SOURCE = r"""
 template <typename T>
-__global__ void colour_update(
-        const long long start, const long long stop,
+struct Optimum { T target, lower, upper; };
+
+// Variable k's unconstrained optimum given its neighbours (volts) and its diode interval.
+template <typename T>
+__device__ Optimum<T> optimum(
+        const long long k,
         const long long* __restrict__ indptr, const long long* __restrict__ indices,
         const T* __restrict__ coupling, const T* __restrict__ total, const T* __restrict__ source,
         const T* __restrict__ lower_bound, const T* __restrict__ upper_bound,
         const long long* __restrict__ lower_ptr, const long long* __restrict__ lower_var,
         const T* __restrict__ lower_offset,
         const long long* __restrict__ upper_ptr, const long long* __restrict__ upper_var,
-        const T* __restrict__ upper_offset,
-        T* x, const T omega) {
-    const long long k = start + (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (k >= stop) return;
+        const T* __restrict__ upper_offset, const T* x) {
     T drive = source[k];
     for (long long t = indptr[k]; t < indptr[k + 1]; ++t) drive += coupling[t] * x[indices[t]];
     T lower = lower_bound[k];
@@ -43,13 +44,64 @@ __global__ void colour_update(
         const T bound = x[upper_var[t]] + upper_offset[t];
         upper = bound < upper ? bound : upper;
     }
-    const T moved = x[k] + omega * (drive / total[k] - x[k]);
-    const T raised = moved > lower ? moved : lower;
-    x[k] = raised < upper ? raised : upper;
+    return Optimum<T>{drive / total[k], lower, upper};
+}
+
+template <typename T>
+__device__ T clip(const T value, const T lower, const T upper) {
+    const T raised = value > lower ? value : lower;
+    return raised < upper ? raised : upper;
+}
+
+#define GRAPH_PARAMETERS \
+        const long long* __restrict__ indptr, const long long* __restrict__ indices, \
+        const T* __restrict__ coupling, const T* __restrict__ total, const T* __restrict__ source, \
+        const T* __restrict__ lower_bound, const T* __restrict__ upper_bound, \
+        const long long* __restrict__ lower_ptr, const long long* __restrict__ lower_var, \
+        const T* __restrict__ lower_offset, \
+        const long long* __restrict__ upper_ptr, const long long* __restrict__ upper_var, \
+        const T* __restrict__ upper_offset
+#define GRAPH_ARGUMENTS indptr, indices, coupling, total, source, lower_bound, upper_bound, \
+        lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset
+
+template <typename T>
+__global__ void colour_update(const long long start, const long long stop, GRAPH_PARAMETERS,
+                              T* x, const T omega) {
+    const long long k = start + (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= stop) return;
+    const Optimum<T> o = optimum<T>(k, GRAPH_ARGUMENTS, x);
+    x[k] = clip<T>(x[k] + omega * (o.target - x[k]), o.lower, o.upper);
+}
+
+// Per variable: the current (A) by which it is off its projected optimum, and the currents in
+// play at it (|source| + |Q| |x|), for sweep_residual.
+template <typename T>
+__global__ void imbalance(const long long n, GRAPH_PARAMETERS, const T* x, T* off, T* scale) {
+    const long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    const Optimum<T> o = optimum<T>(k, GRAPH_ARGUMENTS, x);
+    off[k] = total[k] * fabs(x[k] - clip<T>(o.target, o.lower, o.upper));
+    T drive = fabs(source[k]) + total[k] * fabs(x[k]);
+    for (long long t = indptr[k]; t < indptr[k + 1]; ++t) drive += fabs(coupling[t] * x[indices[t]]);
+    scale[k] = drive;
 }
 """
 _NAMES = {np.dtype(np.float32): "colour_update<float>", np.dtype(np.float64): "colour_update<double>"}
-_MODULE = cupy.RawModule(code=_SOURCE, options=("--std=c++17",), name_expressions=tuple(_NAMES.values()))
+_IMBALANCE = {np.dtype(np.float32): "imbalance<float>", np.dtype(np.float64): "imbalance<double>"}
+_MODULE = cupy.RawModule(code=_SOURCE, options=("--std=c++17",),
+                         name_expressions=tuple(_NAMES.values()) + tuple(_IMBALANCE.values()))
+
+
+def _graph_arrays(graph):
+    return (graph.indptr, graph.indices, graph.coupling, graph.total_conductance, graph.source,
+            graph.lower_bound, graph.upper_bound, graph.lower_ptr, graph.lower_var,
+            graph.lower_offset, graph.upper_ptr, graph.upper_var, graph.upper_offset)
+
+
+def _check_dtypes(graph, x) -> None:
+    if x.dtype not in _NAMES or graph.coupling.dtype != x.dtype:
+        raise BackendError(f"cupy colour sweep needs float32 or float64 arrays of one dtype; got x "
+                           f"{x.dtype} and graph {graph.coupling.dtype}")
 
 
 def colour_sweep(graph, x: cupy.ndarray, omega: float, sweeps: int) -> None:
@@ -58,17 +110,25 @@ def colour_sweep(graph, x: cupy.ndarray, omega: float, sweeps: int) -> None:
     ``graph`` is a :class:`resgraph.compiled.SweepArrays` of device arrays: int64 indices, floats
     of ``x``'s dtype (float32 or float64).
     """
-    if x.dtype not in _NAMES or graph.coupling.dtype != x.dtype:
-        raise BackendError(f"cupy colour sweep needs float32 or float64 arrays of one dtype; got x "
-                           f"{x.dtype} and graph {graph.coupling.dtype}")
+    _check_dtypes(graph, x)
     kernel = _MODULE.get_function(_NAMES[x.dtype])
     ptr = cupy.asnumpy(graph.colour_ptr)
     launches = [(np.int64(a), np.int64(b), (int(b - a) + BLOCK - 1) // BLOCK)
                 for a, b in zip(ptr[:-1], ptr[1:]) if b > a]
-    arrays = (graph.indptr, graph.indices, graph.coupling, graph.total_conductance, graph.source,
-              graph.lower_bound, graph.upper_bound, graph.lower_ptr, graph.lower_var,
-              graph.lower_offset, graph.upper_ptr, graph.upper_var, graph.upper_offset, x,
-              x.dtype.type(omega))
+    arguments = (*_graph_arrays(graph), x, x.dtype.type(omega))
     for _ in range(int(sweeps)):
         for start, stop, blocks in launches:
-            kernel((blocks,), (BLOCK,), (start, stop, *arrays))
+            kernel((blocks,), (BLOCK,), (start, stop, *arguments))
+
+
+def sweep_residual(graph, x: cupy.ndarray) -> float:
+    """See :func:`resgraph.backends.numpy_backend.graph.sweep_residual`; computed on the device,
+    one number read back."""
+    _check_dtypes(graph, x)
+    n = x.size
+    if n == 0:
+        return 0.0
+    off, scale = cupy.empty_like(x), cupy.empty_like(x)
+    _MODULE.get_function(_IMBALANCE[x.dtype])(((n + BLOCK - 1) // BLOCK,), (BLOCK,),
+                                               (np.int64(n), *_graph_arrays(graph), x, off, scale))
+    return float((off.max() / cupy.maximum(scale.max(), 1)).get())

@@ -13,8 +13,9 @@ PARALLEL_MIN = 4096
 
 
 @nb.njit(cache=True, inline="always")
-def _update(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
-            lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, omega):
+def _optimum(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+             lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
+    """Variable ``k``'s unconstrained optimum given its neighbours (volts) and its diode interval."""
     drive = source[k]
     for t in range(indptr[k], indptr[k + 1]):
         drive += coupling[t] * x[indices[t]]
@@ -24,7 +25,15 @@ def _update(k, indptr, indices, coupling, total, source, lower_bound, upper_boun
     upper = upper_bound[k]
     for t in range(upper_ptr[k], upper_ptr[k + 1]):
         upper = min(upper, x[upper_var[t]] + upper_offset[t])
-    moved = x[k] + omega * (drive / total[k] - x[k])
+    return drive / total[k], lower, upper
+
+
+@nb.njit(cache=True, inline="always")
+def _update(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+            lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, omega):
+    target, lower, upper = _optimum(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+                                    lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x)
+    moved = x[k] + omega * (target - x[k])
     x[k] = min(max(moved, lower), upper)
 
 
@@ -60,3 +69,30 @@ def colour_sweep(graph, x: np.ndarray, omega: float, sweeps: int) -> None:
             graph.lower_bound, graph.upper_bound, graph.lower_ptr, graph.lower_var,
             graph.lower_offset, graph.upper_ptr, graph.upper_var, graph.upper_offset,
             graph.colour_ptr, x, x.dtype.type(omega), int(sweeps))
+
+
+@nb.njit(parallel=True, cache=True)
+def _residual(indptr, indices, coupling, total, source, lower_bound, upper_bound,
+              lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
+    n = x.size
+    imbalance = np.zeros(n)
+    scale = np.zeros(n)
+    for k in nb.prange(n):
+        target, lower, upper = _optimum(k, indptr, indices, coupling, total, source, lower_bound,
+                                        upper_bound, lower_ptr, lower_var, lower_offset, upper_ptr,
+                                        upper_var, upper_offset, x)
+        imbalance[k] = total[k] * abs(x[k] - min(max(target, lower), upper))
+        drive = abs(source[k]) + total[k] * abs(x[k])
+        for t in range(indptr[k], indptr[k + 1]):
+            drive += abs(coupling[t] * x[indices[t]])
+        scale[k] = drive
+    worst = imbalance.max() if n else 0.0
+    return worst / max(1.0, scale.max() if n else 0.0)
+
+
+def sweep_residual(graph, x: np.ndarray) -> float:
+    """See :func:`resgraph.backends.numpy_backend.graph.sweep_residual`."""
+    return float(_residual(graph.indptr, graph.indices, graph.coupling, graph.total_conductance,
+                           graph.source, graph.lower_bound, graph.upper_bound, graph.lower_ptr,
+                           graph.lower_var, graph.lower_offset, graph.upper_ptr, graph.upper_var,
+                           graph.upper_offset, x))
