@@ -1,10 +1,14 @@
 """``resgraph.solve``: the steady state of a network, certified by its KKT residual.
 
 1. Projected over-relaxed exact coordinate descent, colour by colour, on the chosen backend;
-   every ``check_every`` sweeps the set of conducting diodes is read back.
-2. Once that set settles (or the sweep budget is spent), the active-set polish
-   (:mod:`resgraph.polish`) solves for the exact optimum and certifies it. Should the polish not
-   settle, coordinate descent resumes from where it was and the polish is retried later.
+   every ``check_every`` sweeps the backend measures how far it is from a fixed point
+   (``sweep_residual``, computed where the potentials live) and the set of conducting diodes is
+   read back. A point within ``tol`` of a fixed point is certified by its KKT residual and
+   returned as it is when that holds.
+2. Otherwise, once the conducting set settles (or after ``POLISH_AFTER`` checks, or when the
+   sweep budget is spent), the active-set polish (:mod:`resgraph.polish`) solves for the exact
+   optimum and certifies it. Should the polish not settle, coordinate descent resumes from where
+   it was and the polish is retried later.
 
 ``polish=False`` runs coordinate descent alone until the KKT residual reaches ``tol``; it can
 stall when a conducting diode joins two free nodes, which the residual then shows.
@@ -103,8 +107,10 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
         if chunk > 0:
             be.colour_sweep(graph, xd, omega, chunk)
             sweeps += chunk
-        # Sweeps alone: the backend tests convergence where x lives; the host certifies at the end.
-        if not polish and chunk > 0 and be.sweep_residual(graph, xd) > tol:
+        # The backend tests convergence where x lives (one number comes back); the host certifies
+        # only a point that passes, by the KKT conditions.
+        near = chunk > 0 and be.sweep_residual(graph, xd) <= tol
+        if not polish and chunk > 0 and not near:
             continue
         x = np.asarray(be.to_host(xd), np.float64)
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
@@ -112,6 +118,12 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
         active = con & (constraint_slack(c, x) <= active_tol)
         settled = previous_active is not None and np.array_equal(active, previous_active)
         previous_active = active
+        if near or not polish:
+            lam = diode_currents(c, x, active)
+            report = kkt_report(c, x, lam)
+            if report.scaled <= tol or not polish:
+                result = None      # coordinate descent alone reached the optimum (or gave up)
+                break
         # Polish once the conducting set stops changing, or after a few checks at most: the
         # active-set iteration corrects a rough guess in a few cheap, preconditioner-reusing
         # solves, while sweeps on a poorly conditioned network would crawl.
@@ -123,13 +135,8 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
             if result.converged or chunk == 0:
                 break
             next_polish = 2 * sweeps
-        elif not polish:
-            lam = diode_currents(c, x, active)
-            report = kkt_report(c, x, lam)
-            if chunk == 0 or report.scaled <= tol:
-                break
     timings["sweeps"] = time.perf_counter() - t0 - timings.get("polish", 0.0)
-    if polish:
+    if result is not None:
         if result.converged:
             x, lam = result.x, result.currents
         else:
