@@ -248,31 +248,21 @@ def _networks():
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_colour_sweeps_equal_numba(dtype):
+def test_colour_sweeps_and_their_residual_equal_numba(dtype):
     cupy_be, numba_be = get_backend("cupy"), get_backend("numba")
     for net in _networks():
         c = net.compile()
+        graph, device_graph = c.sweep.astype(dtype), c.sweep.astype(dtype, cupy_be.to_device)
         x = c.feasible_start.astype(dtype)
         expected = x.copy()
-        numba_be.colour_sweep(c.sweep.astype(dtype), expected, 1.5, 25)
+        numba_be.colour_sweep(graph, expected, 1.5, 25)
         xd = cupy_be.to_device(x)
-        cupy_be.colour_sweep(c.sweep.astype(dtype, cupy_be.to_device), xd, 1.5, 25)
+        cupy_be.colour_sweep(device_graph, xd, 1.5, 25)
         tol = 1e-12 if dtype == np.float64 else 1e-4
         np.testing.assert_allclose(cupy_be.to_host(xd), expected, rtol=tol, atol=tol)
-
-
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_sweep_residual_on_cupy_equals_numba(dtype):
-    cupy_be, numba_be = get_backend("cupy"), get_backend("numba")
-    for net in _networks():
-        c = net.compile()
-        x = c.feasible_start.astype(dtype)
-        numba_be.colour_sweep(c.sweep.astype(dtype), x, 1.5, 3)
-        expected = numba_be.sweep_residual(c.sweep.astype(dtype), x)
-        got = cupy_be.sweep_residual(c.sweep.astype(dtype, cupy_be.to_device), cupy_be.to_device(x))
-        assert got == pytest.approx(expected, rel=1e-10 if dtype == np.float64 else 1e-5, abs=1e-12)
+        residual = numba_be.sweep_residual(graph, expected)
+        assert cupy_be.sweep_residual(device_graph, cupy_be.to_device(expected)) == pytest.approx(
+            residual, rel=1e-10 if dtype == np.float64 else 1e-5, abs=1e-12)
 
 
 @pytest.mark.gpu
