@@ -15,6 +15,9 @@ Kernels
     Largest current by which a variable is off its projected optimum given its neighbours,
     ``g |x - clip(target)|``, over the largest current in play: the convergence test of
     coordinate descent, computed where ``x`` lives (one number comes back).
+``optima(graph, x)``
+    Every variable's optimum given its neighbours (volts) and its diode interval, all from the
+    same ``x``: arrays ``(target, lower, upper)`` (used by the coarse step, :mod:`resgraph.coarse`).
 ``to_device(array)`` / ``to_host(array)``
     Move arrays to / from the backend's memory.
 ``drn``
@@ -43,6 +46,7 @@ class Backend:
     xp: ModuleType
     colour_sweep: Callable[..., None]
     sweep_residual: Callable[..., float]
+    optima: Callable[..., tuple]
     to_device: Callable[[Any], Any]
     to_host: Callable[[Any], Any]
     drn: ModuleType | None = None
@@ -54,7 +58,7 @@ def host_backend(name: str, graph: ModuleType, drn: ModuleType) -> Backend:
     import numpy as np
 
     return Backend(name=name, xp=np, colour_sweep=graph.colour_sweep, sweep_residual=graph.sweep_residual,
-                   to_device=np.asarray, to_host=np.asarray, drn=drn)
+                   optima=graph.optima, to_device=np.asarray, to_host=np.asarray, drn=drn)
 
 
 _cache: dict[str, Backend] = {}

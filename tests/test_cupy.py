@@ -22,6 +22,7 @@ from resgraph.backends import get_backend
 from resgraph.backends.cupy_backend import loops
 from resgraph.backends.numba_backend import drn as numba_drn
 from resgraph.backends.numpy_backend import drn as numpy_drn
+from resgraph.coarse import shift_step
 from resgraph.drn import DRN, Hyper, NudgingError, Trainer, preset
 from resgraph.errors import BackendError
 
@@ -226,7 +227,7 @@ def test_cuda_sources_compile_with_nvrtc():
     if nvrtc is None:
         pytest.skip(reason)
     from resgraph.backends.cupy_backend import graph
-    names = list(graph._NAMES.values()) + list(graph._IMBALANCE.values())
+    names = [*graph._NAMES.values(), *graph._IMBALANCE.values(), *graph._OPTIMA.values()]
     program = nvrtc.createProgram(graph._SOURCE, "graph.cu", [], [])
     for name in names:
         nvrtc.addNameExpression(program, name)
@@ -248,7 +249,7 @@ def _networks():
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_colour_sweeps_and_their_residual_equal_numba(dtype):
+def test_colour_sweeps_residual_optima_and_shift_equal_numba(dtype):
     cupy_be, numba_be = get_backend("cupy"), get_backend("numba")
     for net in _networks():
         c = net.compile()
@@ -263,6 +264,12 @@ def test_colour_sweeps_and_their_residual_equal_numba(dtype):
         residual = numba_be.sweep_residual(graph, expected)
         assert cupy_be.sweep_residual(device_graph, cupy_be.to_device(expected)) == pytest.approx(
             residual, rel=1e-10 if dtype == np.float64 else 1e-5, abs=1e-12)
+        for a, b in zip(numba_be.optima(graph, expected), cupy_be.optima(device_graph, cupy_be.to_device(expected))):
+            np.testing.assert_allclose(cupy_be.to_host(b), a, rtol=tol, atol=tol)
+        shifted, shifted_d = expected.copy(), cupy_be.to_device(expected)
+        alpha = shift_step(numba_be, graph, shifted)
+        assert shift_step(cupy_be, device_graph, shifted_d) == pytest.approx(alpha, rel=tol, abs=tol)
+        np.testing.assert_allclose(cupy_be.to_host(shifted_d), shifted, rtol=tol, atol=tol)
 
 
 @pytest.mark.gpu

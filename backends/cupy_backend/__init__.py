@@ -55,6 +55,7 @@ def load() -> Backend:
         xp=cupy,
         colour_sweep=graph.colour_sweep,
         sweep_residual=graph.sweep_residual,
+        optima=graph.optima,
         to_device=cupy.asarray,
         to_host=cupy.asnumpy,
         drn=drn,

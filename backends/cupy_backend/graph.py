@@ -73,6 +73,17 @@ __global__ void colour_update(const long long start, const long long stop, GRAPH
     x[k] = clip<T>(x[k] + omega * (o.target - x[k]), o.lower, o.upper);
 }
 
+// Every variable's optimum given its neighbours and its diode interval, for optima().
+template <typename T>
+__global__ void optima(const long long n, GRAPH_PARAMETERS, const T* x, T* target, T* lower, T* upper) {
+    const long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n) return;
+    const Optimum<T> o = optimum<T>(k, GRAPH_ARGUMENTS, x);
+    target[k] = o.target;
+    lower[k] = o.lower;
+    upper[k] = o.upper;
+}
+
 // Per variable: the current (A) by which it is off its projected optimum, and the currents in
 // play at it (|source| + |Q| |x|), for sweep_residual.
 template <typename T>
@@ -88,8 +99,9 @@ __global__ void imbalance(const long long n, GRAPH_PARAMETERS, const T* x, T* of
 """
 _NAMES = {np.dtype(np.float32): "colour_update<float>", np.dtype(np.float64): "colour_update<double>"}
 _IMBALANCE = {np.dtype(np.float32): "imbalance<float>", np.dtype(np.float64): "imbalance<double>"}
+_OPTIMA = {np.dtype(np.float32): "optima<float>", np.dtype(np.float64): "optima<double>"}
 _MODULE = cupy.RawModule(code=_SOURCE, options=("--std=c++17",),
-                         name_expressions=tuple(_NAMES.values()) + tuple(_IMBALANCE.values()))
+                         name_expressions=(*_NAMES.values(), *_IMBALANCE.values(), *_OPTIMA.values()))
 
 
 def _graph_arrays(graph):
@@ -119,6 +131,17 @@ def colour_sweep(graph, x: cupy.ndarray, omega: float, sweeps: int) -> None:
     for _ in range(int(sweeps)):
         for start, stop, blocks in launches:
             kernel((blocks,), (BLOCK,), (start, stop, *arguments))
+
+
+def optima(graph, x: cupy.ndarray):
+    """See :func:`resgraph.backends.numpy_backend.graph.optima`; device arrays."""
+    _check_dtypes(graph, x)
+    n = x.size
+    target, lower, upper = cupy.empty_like(x), cupy.empty_like(x), cupy.empty_like(x)
+    if n:
+        _MODULE.get_function(_OPTIMA[x.dtype])(((n + BLOCK - 1) // BLOCK,), (BLOCK,),
+                                                (np.int64(n), *_graph_arrays(graph), x, target, lower, upper))
+    return target, lower, upper
 
 
 def sweep_residual(graph, x: cupy.ndarray) -> float:

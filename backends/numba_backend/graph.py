@@ -72,6 +72,24 @@ def colour_sweep(graph, x: np.ndarray, omega: float, sweeps: int) -> None:
 
 
 @nb.njit(parallel=True, cache=True)
+def _optima(indptr, indices, coupling, total, source, lower_bound, upper_bound,
+            lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
+    target, lower, upper = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    for k in nb.prange(x.size):
+        target[k], lower[k], upper[k] = _optimum(k, indptr, indices, coupling, total, source, lower_bound,
+                                                 upper_bound, lower_ptr, lower_var, lower_offset,
+                                                 upper_ptr, upper_var, upper_offset, x)
+    return target, lower, upper
+
+
+def optima(graph, x: np.ndarray):
+    """See :func:`resgraph.backends.numpy_backend.graph.optima`."""
+    return _optima(graph.indptr, graph.indices, graph.coupling, graph.total_conductance, graph.source,
+                   graph.lower_bound, graph.upper_bound, graph.lower_ptr, graph.lower_var,
+                   graph.lower_offset, graph.upper_ptr, graph.upper_var, graph.upper_offset, x)
+
+
+@nb.njit(parallel=True, cache=True)
 def _residual(indptr, indices, coupling, total, source, lower_bound, upper_bound,
               lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
     n = x.size

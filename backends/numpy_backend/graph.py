@@ -48,6 +48,12 @@ def colour_sweep(graph, x: np.ndarray, omega: float, sweeps: int) -> None:
             x[r0:r1] = np.minimum(np.maximum(moved, lower), upper)
 
 
+def optima(graph, x: np.ndarray):
+    """Every variable's optimum given its neighbours (volts) and its diode interval, all from the
+    same ``x`` (a Jacobi evaluation): arrays ``(target, lower, upper)``."""
+    return _optimum(graph, _block(graph, 0, x.size), x)
+
+
 def sweep_residual(graph, x: np.ndarray) -> float:
     """Largest current (A) by which a variable is off its projected optimum, ``g |x - clip(target)|``,
     over the largest current in play (``|source| + |Q| |x|``, at least 1 A). Zero exactly at a fixed

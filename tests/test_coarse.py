@@ -1,0 +1,84 @@
+"""The coarse step of coordinate descent (:mod:`resgraph.coarse`) and the ``optima`` kernels."""
+import numpy as np
+import pytest
+
+import resgraph as rg
+from circuits import random_network
+from resgraph.backends import get_backend
+from resgraph.coarse import shift_step
+from resgraph.kkt import constraint_slack
+
+
+def _networks():
+    """Feasible random circuits with diodes to fixed potentials and between free nodes."""
+    rng = np.random.default_rng(5)
+    nets = []
+    while len(nets) < 12:
+        n = int(rng.integers(5, 300))
+        net = random_network(rng, n, extra_resistors=n, num_diodes=n // 3, num_vs=3, num_cs=3)
+        try:
+            net.compile()
+        except rg.InfeasibleDiodeError:
+            continue
+        nets.append(net)
+    return nets
+
+
+def _energy(c, x):
+    return 0.5 * x @ (c.q_matrix @ x) - c.sweep.source @ x
+
+
+def test_optima_agree_between_numpy_and_numba():
+    numpy_be, numba_be = get_backend("numpy"), get_backend("numba")
+    for net in _networks():
+        c = net.compile()
+        x = c.feasible_start.copy()
+        numba_be.colour_sweep(c.sweep, x, 1.5, 2)
+        for a, b in zip(numpy_be.optima(c.sweep, x), numba_be.optima(c.sweep, x)):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_shift_step_lowers_the_dissipation_and_keeps_every_diode(backend):
+    be = get_backend(backend)
+    moved = 0
+    for net in _networks():
+        c = net.compile()
+        x = c.feasible_start.copy()
+        for sweeps in (0, 1, 5, 50):
+            be.colour_sweep(c.sweep, x, 1.5, sweeps)
+            before = _energy(c, x)
+            y = x.copy()
+            alpha = shift_step(be, c.sweep, y)
+            moved += alpha != 0.0
+            assert _energy(c, y) <= before + 1e-12 * max(1.0, abs(before))
+            assert np.all(constraint_slack(c, y)[c.diode_is_constraint] >= -1e-12)
+            assert np.all(y >= c.sweep.lower_bound - 1e-12) and np.all(y <= c.sweep.upper_bound + 1e-12)
+            np.testing.assert_allclose(y - x, np.where(y != x, alpha, 0.0), atol=1e-12)
+    assert moved > 10           # the step does act on these circuits
+
+
+def test_shift_step_is_the_exact_line_minimum_without_diodes():
+    """A long chain pinned at one end and fed 1 mA at the other: one step along the all-ones
+    direction lands on the minimum along it (zero slope)."""
+    n = 400
+    net = rg.Network.from_arrays(n + 1, resistors=(np.arange(n), np.arange(1, n + 1), np.ones(n)),
+                                 current_sources=(np.zeros(1, np.int64), np.array([n]), np.array([1e-3])))
+    c = net.compile()
+    be = get_backend("numba")
+    x = np.zeros(c.num_free)
+    alpha = shift_step(be, c.sweep, x)
+    assert alpha > 0
+    slope = np.sum(c.sweep.source - c.q_matrix @ x)
+    assert abs(slope) <= 1e-12
+    assert alpha == pytest.approx(1e-3, rel=1e-12)   # 1 mA into the one unit resistor to ground
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_solve_with_and_without_the_coarse_step_agree(backend):
+    for net in _networks():
+        with_step = rg.solve(net, backend=backend, tol=1e-10)
+        without = rg.solve(net, backend=backend, tol=1e-10, coarse=False)
+        assert with_step.converged and without.converged
+        scale = max(1.0, float(np.abs(without.potentials).max()))
+        np.testing.assert_allclose(with_step.potentials, without.potentials, atol=1e-8 * scale)
