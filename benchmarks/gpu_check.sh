@@ -50,9 +50,12 @@ fi
 $PY -c "import resgraph, resgraph.backends; print('resgraph', resgraph.__version__, 'from', resgraph.__file__)"
 record install $?
 
-step "GPU tests: pytest -m gpu tests/test_cupy.py"
-timeout -k 5 150 $PY -m pytest -q -m gpu -rs tests/test_cupy.py
+step "GPU tests: every test marked gpu, the DRN kernels on cupy, the CUDA source through NVRTC"
+timeout -k 5 150 $PY -m pytest -q -rs tests/ -m gpu
 record "gpu tests" $?
+timeout -k 5 60 $PY -m pytest -q -rs "tests/test_drn.py::test_backend_kernels_agree_with_numpy" \
+    "tests/test_cupy.py::test_cuda_sources_compile_with_nvrtc"
+record "drn kernels + nvrtc" $?
 
 step "benchmark: random networks, cupy vs numba"
 timeout -k 5 130 $PY benchmarks/gpu_bench.py networks

@@ -82,3 +82,24 @@ def test_solve_with_and_without_the_coarse_step_agree(backend):
         assert with_step.converged and without.converged
         scale = max(1.0, float(np.abs(without.potentials).max()))
         np.testing.assert_allclose(with_step.potentials, without.potentials, atol=1e-8 * scale)
+
+
+def test_small_network_with_no_diode_at_its_limit_is_solved_outright():
+    """Divider 1 V -- 1 S -- node 2 -- 1 S -- ground, and a diode from node 2 to a node held at
+    ``clamp`` volts: at the start (0 V) the diode is 0.3 V or 2 V from its limit."""
+    def divider(clamp):
+        net = rg.Network(4)
+        net.add_voltage_source(1, 0, 1.0)
+        net.add_resistor(1, 2, 1.0)
+        net.add_resistor(2, 0, 1.0)
+        net.add_voltage_source(3, 0, clamp)
+        net.add_diode(2, 3)                     # v2 <= clamp
+        return net
+
+    sol = rg.solve(divider(2.0), tol=1e-12)     # the diode stays off: one linear solve
+    assert sol.converged and sol.sweeps == 0 and sol.polish_iterations == 1
+    np.testing.assert_allclose(sol.potentials, [0.0, 1.0, 0.5, 2.0], atol=1e-15)
+    sol = rg.solve(divider(0.3), tol=1e-12)     # it conducts: the active-set iteration finds it
+    assert sol.converged and sol.sweeps == 0 and sol.polish_iterations == 2
+    np.testing.assert_allclose(sol.potentials, [0.0, 1.0, 0.3, 0.3], atol=1e-15)
+    np.testing.assert_allclose(sol.diode_currents, [0.4], atol=1e-15)   # 0.7 A in, 0.3 A to ground
