@@ -19,6 +19,7 @@ Free variables are numbered colour by colour, so colour ``c`` is the contiguous 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,13 +28,15 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from .errors import ColouringError, FloatingNodeError, InfeasibleDiodeError, KirchhoffVoltageError
-from .forest import Forest, greedy_colouring, potentials_along, spanning_forest
+from .forest import Forest, bfs_depth, greedy_colouring, potentials_along, spanning_forest
 
 if TYPE_CHECKING:
     from .network import Network
 
 #: Relative tolerance for exact-arithmetic checks on source voltages (KVL, diode contradictions).
 CONSISTENCY_RTOL = 1e-12
+#: A coupling graph whose breadth-first depth exceeds this many times log2(n) is mesh-like.
+MESH_DEPTH_FACTOR = 3
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,18 @@ class CompiledNetwork:
     @property
     def num_colours(self) -> int:
         return self.sweep.colour_ptr.size - 1
+
+    @functools.cached_property
+    def mesh_like(self) -> bool:
+        """Whether the variables' coupling graph is mesh-like rather than an expander: a
+        breadth-first search from its best-connected variable reaches depth about sqrt(n) on a
+        2-D mesh, about log(n) on a random graph. Meshes are slow for coordinate descent and
+        Jacobi-CG but factorise well; expanders the other way round."""
+        n = self.num_free
+        if n < 2:
+            return False
+        start = int(np.argmax(np.diff(self.sweep.indptr)))
+        return bfs_depth(self.sweep.indptr, self.sweep.indices, start) > MESH_DEPTH_FACTOR * np.log2(n)
 
     def potentials(self, x: np.ndarray) -> np.ndarray:
         """Node potentials (volts, ground 0) from free variables ``x``."""

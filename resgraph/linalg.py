@@ -1,9 +1,9 @@
 """Solving the symmetric positive definite systems of the active-set polish.
 
 The matrices are weighted graph Laplacians plus a positive diagonal (M-matrices), all of one size
-during a polish, each differing from the last in a few rows. The graph's shape picks the method
-once per polish: a breadth-first search reaches depth about sqrt(n) on a mesh and about log(n) on
-an expander-like random graph. Expanders are well conditioned but fill in badly: Jacobi-
+during a polish, each differing from the last in a few rows. The graph's shape
+(:attr:`resgraph.compiled.CompiledNetwork.mesh_like`) picks the method. Expanders are well
+conditioned but fill in badly: Jacobi-
 preconditioned conjugate gradients. Meshes need O(sqrt n) Jacobi iterations but factorise well:
 a sparse LDL' factorisation (QDLDL, OSQP's own, with an AMD ordering; up to ``LU_LIMIT``
 unknowns) or an algebraic-multigrid hierarchy (PyAMG smoothed aggregation) beyond. Either is kept
@@ -23,8 +23,6 @@ import qdldl
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from .forest import bfs_depth
-
 #: Systems this small are factorised straight away.
 DIRECT_LIMIT = 300
 #: Mesh-like systems up to this size are factorised; larger ones use AMG.
@@ -34,9 +32,6 @@ LU_LIMIT = 60_000
 REUSE_ITERATIONS = (10, 200)
 #: Products with matrices this large run on all cores.
 PARALLEL_MIN = 50_000
-#: A graph whose breadth-first depth exceeds this many times log2(n) is mesh-like. (On expanders
-#: smoothed aggregation builds dense coarse levels: minutes at 1e6 nodes.)
-MESH_DEPTH_FACTOR = 3
 #: Jacobi-CG iterations allowed on an expander-like graph.
 EXPANDER_ITERATIONS = 5_000
 
@@ -78,11 +73,12 @@ class SPDSolver:
     """Solves a sequence of same-sized SPD M-matrix systems, each to a residual of ``rtol``
     relative to the currents in play (``max(|rhs|, |diag(A) x|)``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, mesh_like: bool) -> None:
+        # (On expanders smoothed aggregation builds dense coarse levels: minutes at 1e6 nodes.)
+        self._mesh = mesh_like
         self._preconditioner: sla.LinearOperator | None = None
         self._factor: qdldl.Solver | None = None
         self._factored: sp.csc_matrix | None = None   # upper triangle of the factorised matrix
-        self._mesh: bool | None = None
         self._setup_seconds = 0.0      # time the current preconditioner took to build
         self._iteration_seconds = 1.0  # time of one CG iteration with it (measured on use)
 
@@ -120,7 +116,7 @@ class SPDSolver:
             if residual <= target:
                 return y
             guess = y
-        if not self._mesh_like(matrix):
+        if not self._mesh:
             inv_diag = 1.0 / matrix.diagonal()
             return cg(guess, _operator(n, lambda r: inv_diag * r), EXPANDER_ITERATIONS)[0]
         if n <= LU_LIMIT:
@@ -132,12 +128,6 @@ class SPDSolver:
         self._preconditioner = hierarchy.aspreconditioner(cycle="V")
         self._setup_seconds = time.perf_counter() - began
         return cg(guess, self._preconditioner, 500)[0]
-
-    def _mesh_like(self, matrix: sp.csr_matrix) -> bool:
-        if self._mesh is None:
-            depth = bfs_depth(matrix.indptr, matrix.indices, int(np.argmax(np.diff(matrix.indptr))))
-            self._mesh = depth > MESH_DEPTH_FACTOR * np.log2(matrix.shape[0])
-        return self._mesh
 
     def _changed_columns(self, upper: sp.csc_matrix) -> int | None:
         """Columns of ``upper`` whose values differ from the factorised matrix; None when the

@@ -34,8 +34,11 @@ from .network import Network
 from .polish import polish as active_set_polish
 from .solution import Solution, build_solution
 
-#: Over-relaxation factor of the coordinate-descent sweeps (measured: benchmarks/omega_sweep.py).
-DEFAULT_OMEGA = 1.5
+#: Over-relaxation factor of the coordinate-descent sweeps on mesh-like and on expander-like
+#: circuits (:attr:`CompiledNetwork.mesh_like`), measured with ``benchmarks/omega_sweep.py``: on
+#: lattices SOR's best factor approaches 2 as they grow (1e4-node lattice with clamps on: 39 ms at
+#: 1.5, 28 ms at 1.9; 1e5: 818 -> 709 ms); on random graphs 1.5 is best (1.9 takes 3x the sweeps).
+DEFAULT_OMEGA = {True: 1.9, False: 1.5}
 #: Checks of coordinate descent before the first polish, even if diodes are still switching.
 #: Measured on the benchmark circuits (quiet 2-core machine): 3 -> 30 cut a 1e4-node lattice with
 #: conducting clamps from 129 to 59 ms (6 -> 3 active-set solves), a 1e5-node random circuit from
@@ -71,7 +74,7 @@ def _start(c: CompiledNetwork, warm_start) -> np.ndarray:
 
 
 def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1e-9, *,
-          warm_start: Solution | np.ndarray | None = None, omega: float = DEFAULT_OMEGA,
+          warm_start: Solution | np.ndarray | None = None, omega: float | None = None,
           max_sweeps: int = 100_000, check_every: int = 10, polish: bool = True,
           dtype=np.float64, colouring: np.ndarray | None = None, coarse: bool = True) -> Solution:
     """Steady state of ``net``.
@@ -81,7 +84,8 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
     backend : "numba" (default), "numpy", "cupy" or "osqp" (reference QP solver).
     tol : relative KKT tolerance (see :class:`~resgraph.Solution`), e.g. 1e-9.
     warm_start : a previous :class:`Solution` or node potentials to start from.
-    omega : over-relaxation factor in (0, 2) of the coordinate-descent sweeps.
+    omega : over-relaxation factor in (0, 2) of the coordinate-descent sweeps; None picks
+        ``DEFAULT_OMEGA`` by the circuit's shape (mesh-like or not).
     max_sweeps, check_every : sweep budget, and how often progress is read back.
     polish : finish with the exact active-set polish (default); False runs sweeps alone.
     dtype : float dtype of the sweeps (float32 is faster on GPUs; the polish is float64).
@@ -90,7 +94,7 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
         common amount (:mod:`resgraph.coarse`; networks of ``COARSE_MIN`` free variables or
         more); False runs plain coordinate descent.
     """
-    if not 0 < omega < 2:
+    if omega is not None and not 0 < omega < 2:
         raise ResgraphError(f"omega must be in (0, 2) for coordinate descent to converge, got {omega}")
     if not tol > 0:
         raise ResgraphError(f"tol must be positive, got {tol}")
@@ -111,6 +115,7 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
         return _solve_osqp(c, tol, timings)
     be = get_backend(backend)
     x = _start(c, warm_start)
+    omega = DEFAULT_OMEGA[c.mesh_like] if omega is None else omega
     sweeps = polishes = 0
     if polish and c.num_free <= DIRECT_START:
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))

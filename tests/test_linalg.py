@@ -43,7 +43,7 @@ def test_sequence_of_clamped_systems_is_solved_exactly():
     rng = np.random.default_rng(1)
     base = lattice_matrix(24, rng)          # 576 unknowns: above the dense limit, mesh-like
     n = base.shape[0]
-    solver = SPDSolver()
+    solver = SPDSolver(mesh_like=True)
     guess = np.zeros(n)
     for fixed_count in (0, 3, 3, 200, 0):
         matrix = clamp_rows(base, rng.choice(n, fixed_count, replace=False))
@@ -56,7 +56,7 @@ def test_sequence_of_clamped_systems_is_solved_exactly():
 def test_changed_columns_counts_value_changes_and_refuses_other_patterns():
     rng = np.random.default_rng(2)
     base = lattice_matrix(20, rng)
-    solver = SPDSolver()
+    solver = SPDSolver(mesh_like=True)
     solver.solve(base, np.ones(base.shape[0]), np.zeros(base.shape[0]))   # factorises
     assert solver._changed_columns(_upper_triangle(base)) == 0
     # Clamping node 5 changes its row and column: in the upper triangle, the entries (4, 5),
@@ -79,7 +79,7 @@ def test_refactorisation_after_a_pattern_change_is_fresh():
     extra = sp.csr_matrix((np.r_[-g, -g, g, g], (np.r_[a, b, a, b], np.r_[b, a, a, b])), shape=first.shape)
     second = (first + extra).tocsr()
     second.sort_indices()
-    solver = SPDSolver()
+    solver = SPDSolver(mesh_like=True)
     solver.solve(first, np.ones(n), np.zeros(n))
     rhs = rng.normal(size=n)
     y = solver.solve(second, rhs, np.zeros(n))
