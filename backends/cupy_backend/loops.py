@@ -54,37 +54,37 @@ def _first_nonpositive(totals, beta: float):
     return None
 
 
-def _relax_phase(weights, biases, drive, totals, state, beta, target, iterations: int, tol: float, ops) -> int:
-    """``iterations`` sweeps if ``tol <= 0``, else sweeps until the KKT residual (amperes) of the
-    (batch, n) ``state`` is at most ``tol``, ``iterations`` being the cap (read back every sweep).
+def _relax_to(sweep, residual, iterations: int, tol: float) -> int:
+    """``sweep(iterations)`` if ``tol <= 0``, else one ``sweep(1)`` at a time until ``residual()``
+    (amperes, read back from the device) is at most ``tol``, ``iterations`` being the cap.
     Returns the sweeps done, or -1 when the cap was hit."""
     if tol <= 0:
-        relax(weights, biases, drive, totals, state, beta, target, iterations, ops)
+        sweep(iterations)
         return iterations
     for done in range(iterations + 1):
-        if kkt_residual(weights, biases, drive, totals, state, beta, target) <= tol:
+        if residual() <= tol:
             return done
         if done < iterations:
-            relax(weights, biases, drive, totals, state, beta, target, 1, ops)
+            sweep(1)
     return -1
+
+
+def _relax_phase(weights, biases, drive, totals, state, beta, target, iterations: int, tol: float, ops) -> int:
+    """One phase, (batch, n) ``state`` nudged with ``beta``, relaxed as :func:`_relax_to` says."""
+    return _relax_to(lambda k: relax(weights, biases, drive, totals, state, beta, target, k, ops),
+                     lambda: kkt_residual(weights, biases, drive, totals, state, beta, target),
+                     iterations, tol)
 
 
 def _relax_nudged(weights, biases, drive, totals, nudged, betas, beta: float, target, iterations: int,
                   tol: float, ops) -> int:
-    """Both nudged phases as one (2, batch, n) state, like the numba backend: ``iterations`` sweeps
-    if ``tol <= 0``, else sweeps until both KKT residuals are at most ``tol`` (``iterations`` the
-    cap). Returns the sweeps done, or -1 when the cap was hit."""
-    if tol <= 0:
-        relax(weights, biases, drive, totals, nudged, betas, target, iterations, ops)
-        return iterations
-    for done in range(iterations + 1):
-        worst = max(kkt_residual(weights, biases, drive, totals, [n[k] for n in nudged], sign, target)
-                    for k, sign in ((0, -beta), (1, beta)))
-        if worst <= tol:
-            return done
-        if done < iterations:
-            relax(weights, biases, drive, totals, nudged, betas, target, 1, ops)
-    return -1
+    """Both nudged phases as one (2, batch, n) state, like the numba backend, relaxed as
+    :func:`_relax_to` says until both KKT residuals are within ``tol``."""
+    return _relax_to(
+        lambda k: relax(weights, biases, drive, totals, nudged, betas, target, k, ops),
+        lambda: max(kkt_residual(weights, biases, drive, totals, [n[p] for n in nudged], sign, target)
+                    for p, sign in ((0, -beta), (1, beta))),
+        iterations, tol)
 
 
 def train_batches(weights, biases, state, images, labels, order, first: int, num_batches: int,
