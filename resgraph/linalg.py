@@ -108,7 +108,7 @@ class SPDSolver:
             # Each changed row costs CG about one iteration with the old factor as preconditioner:
             # refactorise straight away when that would cost more than refactorising.
             if changed is not None and changed * self._iteration_seconds >= self._setup_seconds:
-                return self._factorise(matrix, rhs, upper)
+                return self._factorise(matrix, rhs, upper, same_pattern=True)
         if self._preconditioner is not None:
             low, high = REUSE_ITERATIONS
             budget = int(np.clip(self._setup_seconds / max(self._iteration_seconds, 1e-9), low, high))
@@ -139,11 +139,15 @@ class SPDSolver:
         differs = np.flatnonzero(done.data != upper.data)
         return int(np.unique(np.searchsorted(upper.indptr, differs, side="right")).size)
 
-    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, upper: sp.csc_matrix | None = None) -> np.ndarray:
-        """Solve directly by LDL'; refactorise numerically when the pattern is the last one's."""
+    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, upper: sp.csc_matrix | None = None,
+                   same_pattern: bool | None = None) -> np.ndarray:
+        """Solve directly by LDL'; refactorise numerically when the pattern is the last one's
+        (``same_pattern``, when the caller has already compared it)."""
         began = time.perf_counter()
         upper = _upper_triangle(matrix) if upper is None else upper
-        if self._changed_columns(upper) is not None:
+        if same_pattern is None:
+            same_pattern = self._changed_columns(upper) is not None
+        if same_pattern:
             self._factor.update(upper, upper=True)
         else:
             # (update() on a different pattern would silently return NaNs: never attempt it.)

@@ -18,11 +18,10 @@ stall when a conducting diode joins two free nodes, which the residual then show
 """
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
-import functools
-
 from threadpoolctl import ThreadpoolController
 
 from .backends import get_backend
@@ -58,6 +57,12 @@ DIRECT_START = 20_000
 def _blas_threads() -> ThreadpoolController:
     """Scanning the loaded libraries takes milliseconds: do it once."""
     return ThreadpoolController()
+
+
+def _active_tol(x: np.ndarray, tol: float, dtype) -> float:
+    """Volts within which a diode counts as at its limit: ``tol`` (or the sweeps' rounding)
+    relative to the largest potential."""
+    return max(tol, np.finfo(dtype).eps * 16) * max(1.0, float(np.max(np.abs(x), initial=0.0)))
 
 
 def _start(c: CompiledNetwork, warm_start) -> np.ndarray:
@@ -118,8 +123,7 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
     omega = DEFAULT_OMEGA[c.mesh_like] if omega is None else omega
     sweeps = polishes = 0
     if polish and c.num_free <= DIRECT_START:
-        vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
-        active_tol = max(tol, np.finfo(dtype).eps * 16) * vscale
+        active_tol = _active_tol(x, tol, dtype)
         if not np.any(c.diode_is_constraint & (constraint_slack(c, x) <= active_tol)):
             # No diode at its limit: solve the linear network outright, which is the answer
             # whenever no diode ends up conducting; otherwise coordinate descent takes over.
@@ -153,8 +157,7 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
         if not polish and chunk > 0 and not near:
             continue
         x = np.asarray(be.to_host(xd), np.float64)
-        vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
-        active_tol = max(tol, np.finfo(dtype).eps * 16) * vscale
+        active_tol = _active_tol(x, tol, dtype)
         active = con & (constraint_slack(c, x) <= active_tol)
         settled = previous_active is not None and np.array_equal(active, previous_active)
         previous_active = active
