@@ -78,9 +78,10 @@ class SPDSolver:
         self._mesh = mesh_like
         self._preconditioner: sla.LinearOperator | None = None
         self._factor: qdldl.Solver | None = None
-        self._factored: sp.csc_matrix | None = None   # upper triangle of the factorised matrix
+        self._built_from: sp.csc_matrix | None = None  # upper triangle of the preconditioner's matrix
         self._setup_seconds = 0.0      # time the current preconditioner took to build
         self._iteration_seconds = 1.0  # time of one CG iteration with it (measured on use)
+        self._decades = 0.0            # residual decades per CG iteration with it, fresh (measured)
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
         n = rhs.size
@@ -93,46 +94,54 @@ class SPDSolver:
 
         product = parallel_operator(matrix) if n >= PARALLEL_MIN else matrix
 
-        def cg(start, preconditioner, iterations):
+        def cg(start, preconditioner, iterations, fresh=False):
             count = [0]
             began = time.perf_counter()
             y, _ = sla.cg(product, rhs, x0=start, rtol=0.0, atol=target, M=preconditioner,
                           maxiter=iterations, callback=lambda _: count.__setitem__(0, count[0] + 1))
+            residual = float(np.linalg.norm(matrix @ y - rhs))
             if preconditioner is self._preconditioner and count[0]:
                 self._iteration_seconds = (time.perf_counter() - began) / count[0]
-            return y, float(np.linalg.norm(matrix @ y - rhs))
+                if fresh:
+                    self._decades = np.log10(max(initial, 1e-300) / max(residual, 1e-300)) / count[0]
+            return y, residual
 
-        if self._factor is not None and n <= LU_LIMIT:
-            upper = _upper_triangle(matrix)
-            changed = self._changed_columns(upper)
-            # Each changed row costs CG about one iteration with the old factor as preconditioner:
-            # refactorise straight away when that would cost more than refactorising.
-            if changed is not None and changed * self._iteration_seconds >= self._setup_seconds:
-                return self._factorise(matrix, rhs, upper, same_pattern=True)
-        if self._preconditioner is not None:
+        initial = float(np.linalg.norm(matrix @ guess - rhs))
+        upper = _upper_triangle(matrix) if self._preconditioner is not None else None
+        changed = self._changed_columns(upper) if upper is not None else None
+        # Each changed row costs CG about one iteration with the old preconditioner: rebuild
+        # straight away when that would cost more than rebuilding.
+        rebuild = changed is not None and changed * self._iteration_seconds >= self._setup_seconds
+        if self._factor is not None and n <= LU_LIMIT and rebuild:
+            return self._factorise(matrix, rhs, upper, same_pattern=True)
+        if self._preconditioner is not None and not rebuild:
+            # As many iterations as a fresh preconditioner would need, plus as many as
+            # building one would cost.
             low, high = REUSE_ITERATIONS
-            budget = int(np.clip(self._setup_seconds / max(self._iteration_seconds, 1e-9), low, high))
+            needed = np.log10(max(initial, 1e-300) / target) / self._decades if self._decades > 0 else 0.0
+            budget = int(np.ceil(max(needed, 0.0))) + int(np.clip(self._setup_seconds / max(self._iteration_seconds, 1e-9), low, high))
             y, residual = cg(guess, self._preconditioner, budget)
             if residual <= target:
                 return y
-            guess = y
+            guess, initial = y, residual
         if not self._mesh:
             inv_diag = 1.0 / matrix.diagonal()
             return cg(guess, _operator(n, lambda r: inv_diag * r), EXPANDER_ITERATIONS)[0]
         if n <= LU_LIMIT:
-            return self._factorise(matrix, rhs)
+            return self._factorise(matrix, rhs, upper, same_pattern=changed is not None if upper is not None else None)
         import pyamg
 
         began = time.perf_counter()
         hierarchy = pyamg.smoothed_aggregation_solver(matrix, symmetry="symmetric")
         self._preconditioner = hierarchy.aspreconditioner(cycle="V")
+        self._built_from = _upper_triangle(matrix) if upper is None else upper
         self._setup_seconds = time.perf_counter() - began
-        return cg(guess, self._preconditioner, 500)[0]
+        return cg(guess, self._preconditioner, 500, fresh=True)[0]
 
     def _changed_columns(self, upper: sp.csc_matrix) -> int | None:
-        """Columns of ``upper`` whose values differ from the factorised matrix; None when the
-        sparsity pattern differs (or nothing is factorised)."""
-        done = self._factored
+        """Columns of ``upper`` whose values differ from the matrix the preconditioner was built
+        from; None when the sparsity pattern differs (or nothing is built)."""
+        done = self._built_from
         if (done is None or not np.array_equal(done.indptr, upper.indptr)
                 or not np.array_equal(done.indices, upper.indices)):
             return None
@@ -147,12 +156,12 @@ class SPDSolver:
         upper = _upper_triangle(matrix) if upper is None else upper
         if same_pattern is None:
             same_pattern = self._changed_columns(upper) is not None
-        if same_pattern:
+        if same_pattern and self._factor is not None:
             self._factor.update(upper, upper=True)
         else:
             # (update() on a different pattern would silently return NaNs: never attempt it.)
             self._factor = qdldl.Solver(upper, upper=True)
-        self._factored = upper
+        self._built_from = upper
         self._preconditioner = _operator(rhs.size, self._factor.solve)
         solving = time.perf_counter()
         y = self._factor.solve(rhs)

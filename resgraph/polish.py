@@ -102,7 +102,9 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
     prefer = np.zeros(slack.size, bool)
     loose = c.num_free >= LOOSE_MIN_SIZE
     for iteration in range(1, max_iterations + 1):
-        seen.add(np.packbits(np.r_[active, prefer]).tobytes())
+        if not loose:
+            # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
+            seen.add(np.packbits(np.r_[active, prefer]).tobytes())
         x = _solve_with_active(c, x, active, prefer, solver, LOOSE_RTOL if loose else TIGHT_RTOL)
         lam = diode_currents(c, x, active)
         slack = constraint_slack(c, x)

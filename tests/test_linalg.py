@@ -85,3 +85,24 @@ def test_refactorisation_after_a_pattern_change_is_fresh():
     y = solver.solve(second, rhs, np.zeros(n))
     assert solver._changed_columns(_upper_triangle(second)) == 0    # it was factorised afresh
     assert np.linalg.norm(second @ y - rhs) <= 1e-10 * np.linalg.norm(rhs)
+
+
+def test_multigrid_path_reuses_and_rebuilds_to_the_requested_accuracy(monkeypatch):
+    """Beyond LU_LIMIT the solver builds an AMG hierarchy, reuses it as CG preconditioner for
+    systems that differ in a few rows (budget from its measured convergence rate) and rebuilds it
+    when many rows changed; every answer meets its tolerance, loose and tight alike."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "LU_LIMIT", 100)
+    rng = np.random.default_rng(4)
+    base = lattice_matrix(30, rng)
+    n = base.shape[0]
+    solver = SPDSolver(mesh_like=True)
+    guess = np.zeros(n)
+    for fixed_count, rtol in ((0, 1e-6), (3, 1e-6), (300, 1e-6), (300, 1e-12), (0, 1e-12)):
+        matrix = clamp_rows(base, rng.choice(n, fixed_count, replace=False))
+        rhs = rng.normal(size=n)
+        y = solver.solve(matrix, rhs, guess, rtol=rtol)
+        scale = max(np.linalg.norm(rhs), np.linalg.norm(matrix.diagonal() * guess))
+        assert np.linalg.norm(matrix @ y - rhs) <= rtol * scale
+        assert solver._factor is None          # never factorised: the multigrid path
+        guess = y

@@ -89,3 +89,20 @@ def test_float32_sweeps_still_give_exact_answer():
     rng = np.random.default_rng(7)
     net = random_network(rng, 300, extra_resistors=400, num_diodes=100, num_vs=4, num_cs=10)
     check_kirchhoff(net, rg.solve(net, dtype=np.float32, tol=1e-10))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_polish_with_inexact_steering_solves_still_ends_exact(seed, monkeypatch):
+    """The polish of large networks steers the active set with loose linear solves and only then
+    solves exactly; forced on for small ones here, the answer must still be the true optimum."""
+    import resgraph.polish as polish
+    monkeypatch.setattr(polish, "LOOSE_MIN_SIZE", 0)
+    rng = np.random.default_rng(100 + seed)
+    net = random_network(rng, 400, extra_resistors=600, num_diodes=300, num_vs=8, num_cs=20)
+    try:
+        net.compile()
+    except rg.InfeasibleDiodeError:
+        pytest.skip("random diodes contradict the sources")
+    sol = rg.solve(net, tol=1e-10)
+    assert sol.converged
+    check_kirchhoff(net, sol, rtol=1e-8)
