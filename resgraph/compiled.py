@@ -262,10 +262,14 @@ def _feasible_start(num_free, lower, upper, a_var, c_var, w, is_con, anode, cath
     return x
 
 
-def _colours(num_free, rows, cols, net, node_var, roots, colouring):
-    graph = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(num_free, num_free))
-    graph = (graph + graph.T).tocsr()
+def _colours(num_free, coupling, diode_a, diode_c, net, node_var, roots, colouring):
+    """A colour per free variable: first-fit over the graph of resistors (``coupling``) and
+    coupled diodes, or the user's ``colouring`` checked against every element."""
     if colouring is None:
+        graph = coupling
+        if diode_a.size:
+            edges = sp.csr_matrix((np.ones(diode_a.size), (diode_a, diode_c)), shape=(num_free, num_free))
+            graph = (coupling + edges + edges.T).tocsr()
         return greedy_colouring(graph.indptr, graph.indices)
     colouring = np.asarray(colouring)
     if colouring.shape != (net.num_nodes,) or not np.issubdtype(colouring.dtype, np.integer) or (colouring < 0).any():
@@ -326,9 +330,7 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     start = _feasible_start(num_free, lower, upper, a_var, c_var, w, is_con, anode, cathode)
 
     coupled = is_con & (a_var < num_free) & (c_var < num_free)
-    cu = coupling.tocoo()
-    colour = _colours(num_free, np.r_[cu.row, a_var[coupled]], np.r_[cu.col, c_var[coupled]],
-                      net, node_var, roots, colouring)
+    colour = _colours(num_free, coupling, a_var[coupled], c_var[coupled], net, node_var, roots, colouring)
     # Renumber variables colour by colour.
     perm = np.lexsort((np.arange(num_free), colour))       # new -> old
     new_of = np.empty(num_free + 1, np.int64)
