@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from scipy.sparse import csgraph
 
 from .errors import ColouringError, FloatingNodeError, InfeasibleDiodeError, KirchhoffVoltageError
-from .forest import Forest, bfs_depth, greedy_colouring, potentials_along, spanning_forest
+from .forest import Forest, bfs_depth, bfs_depths, greedy_colouring, potentials_along, spanning_forest
 
 if TYPE_CHECKING:
     from .network import Network
@@ -161,12 +161,9 @@ def _check_floating(net, num_free, node_var, anchor, coupling):
     """Every free variable needs a resistive path to a fixed potential."""
     if num_free == 0:
         return
-    _, label = csgraph.connected_components(coupling, directed=False)
-    anchored = np.zeros(label.max() + 1, bool)
-    anchored[label[anchor > 0]] = True
-    if anchored.all():
+    floating_var = bfs_depths(coupling.indptr, coupling.indices, np.flatnonzero(anchor > 0)) < 0
+    if not floating_var.any():
         return
-    floating_var = ~anchored[label]
     node_floats = (node_var >= 0) & floating_var[np.maximum(node_var, 0)]
     a, b, current = net.arrays("current_source")
     driving = np.flatnonzero((node_floats[a] | node_floats[b]) & (current != 0) & (node_var[a] != node_var[b]))

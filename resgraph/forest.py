@@ -194,13 +194,17 @@ def greedy_colouring(indptr: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(cache=True)
-def _bfs_depth(indptr, indices, start):
+def _bfs_depths(indptr, indices, starts):
     n = indptr.size - 1
     depth = np.full(n, -1, np.int64)
     queue = np.empty(n, np.int64)
-    queue[0] = start
-    depth[start] = 0
-    head, tail = 0, 1
+    tail = 0
+    for s in starts:
+        if depth[s] < 0:
+            depth[s] = 0
+            queue[tail] = s
+            tail += 1
+    head = 0
     while head < tail:
         k = queue[head]
         head += 1
@@ -210,10 +214,16 @@ def _bfs_depth(indptr, indices, start):
                 depth[j] = depth[k] + 1
                 queue[tail] = j
                 tail += 1
-    return depth[queue[tail - 1]]
+    return depth
+
+
+def bfs_depths(indptr: np.ndarray, indices: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Hops from the nearest of ``starts`` to every node of a CSR graph (-1 where unreachable)."""
+    return _bfs_depths(np.asarray(indptr, np.int64), np.asarray(indices, np.int64),
+                       np.asarray(starts, np.int64))
 
 
 def bfs_depth(indptr: np.ndarray, indices: np.ndarray, start: int = 0) -> int:
     """Depth of a breadth-first search of a CSR graph from ``start`` (within its component):
     about sqrt(n) on a 2-D mesh, about log(n) on a random (expander) graph."""
-    return int(_bfs_depth(np.asarray(indptr, np.int64), np.asarray(indices, np.int64), int(start)))
+    return int(bfs_depths(indptr, indices, np.array([start])).max())
