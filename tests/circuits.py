@@ -68,3 +68,31 @@ def check_kirchhoff(net: rg.Network, sol: rg.Solution, rtol: float = 1e-8) -> No
     assert np.all(np.abs(comp) <= rtol), "a diode both conducts and blocks"
     assert sol.converged
     assert sol.kkt.scaled <= rtol
+
+
+def diode_lattice(rng: np.random.Generator, side: int) -> rg.Network:
+    """A side x side resistor lattice (nodes 1..side^2) driven by two voltage sources through 20
+    taps and by 10 current sources, with diode clamps from random nodes to ground (either way,
+    on 2-20 % of the nodes) and diodes along up to 5 % of the lattice's edges."""
+    n = side * side
+    idx = (np.arange(n) + 1).reshape(side, side)
+    a = np.r_[idx[:, :-1].ravel(), idx[:-1, :].ravel()]
+    b = np.r_[idx[:, 1:].ravel(), idx[1:, :].ravel()]
+    g = rng.uniform(0.1, 10, a.size)
+    sources = (np.array([n + 1, n + 2]), np.array([0, 0]), rng.uniform(-2, 2, 2))
+    taps = rng.choice(np.arange(1, n + 1), 20)
+    a = np.r_[a, np.full(10, n + 1), np.full(10, n + 2)]
+    b = np.r_[b, taps]
+    g = np.r_[g, np.full(20, 5.0)]
+    k = n // int(rng.choice([5, 10, 50]))
+    clamped = rng.choice(np.arange(1, n + 1), k, replace=False)
+    up = rng.random(k) < 0.5
+    anode, cathode = np.where(up, clamped, 0), np.where(up, 0, clamped)
+    m = int(rng.integers(0, n // 20))
+    pick = rng.choice(a.size - 20, m, replace=False)
+    flip = rng.random(m) < 0.5
+    anode = np.r_[anode, np.where(flip, a[pick], b[pick])]
+    cathode = np.r_[cathode, np.where(flip, b[pick], a[pick])]
+    cs = rng.choice(np.arange(1, n + 1), (10, 2))
+    return rg.Network.from_arrays(n + 3, resistors=(a, b, g), diodes=(anode, cathode), voltage_sources=sources,
+                                  current_sources=(cs[:, 0], cs[:, 1], rng.uniform(-1, 1, 10)))

@@ -5,7 +5,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import resgraph as rg
-from circuits import check_kirchhoff, random_network
+from circuits import check_kirchhoff, diode_lattice, random_network
 
 circuit_params = st.fixed_dictionaries({
     "seed": st.integers(0, 2**32 - 1),
@@ -91,18 +91,15 @@ def test_float32_sweeps_still_give_exact_answer():
     check_kirchhoff(net, rg.solve(net, dtype=np.float32, tol=1e-10))
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", [7, 8, 17])
 def test_polish_with_inexact_steering_solves_still_ends_exact(seed, monkeypatch):
     """The polish of large networks steers the active set with loose linear solves and only then
-    solves exactly; forced on for small ones here, the answer must still be the true optimum."""
+    solves exactly (forced on for these 1e4-node ones). States met during the loose stage once
+    counted as cycles for the exact stage: these circuits then never converged (KKT 1e-2 after
+    3000 sweeps and 24-42 polish iterations); a 9e4-node one ran 140 s and failed."""
     import resgraph.polish as polish
     monkeypatch.setattr(polish, "LOOSE_MIN_SIZE", 0)
-    rng = np.random.default_rng(100 + seed)
-    net = random_network(rng, 400, extra_resistors=600, num_diodes=300, num_vs=8, num_cs=20)
-    try:
-        net.compile()
-    except rg.InfeasibleDiodeError:
-        pytest.skip("random diodes contradict the sources")
-    sol = rg.solve(net, tol=1e-10)
+    net = diode_lattice(np.random.default_rng(seed), 100)
+    sol = rg.solve(net, tol=1e-9, max_sweeps=3000)
     assert sol.converged
     check_kirchhoff(net, sol, rtol=1e-8)
