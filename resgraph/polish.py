@@ -30,7 +30,7 @@ from .linalg import SPDSolver
 
 #: Relative accuracy of the linear solves while the active set is still changing, and at the end.
 LOOSE_RTOL = 1e-6
-TIGHT_RTOL = 1e-12
+TIGHT_RTOL = 1e-11
 #: Below this many variables every solve is tight: a second, loose stage would cost more.
 LOOSE_MIN_SIZE = 20_000
 
