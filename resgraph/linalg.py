@@ -112,13 +112,13 @@ class SPDSolver:
             return y, residual
 
         initial = float(np.linalg.norm(matrix @ guess - rhs))
-        upper = _upper_triangle(matrix) if self._preconditioner is not None else None
-        changed = self._changed_columns(upper) if upper is not None else None
+        upper = _upper_triangle(matrix)
+        changed, same_pattern = self._changes(upper)
         # Each changed row costs CG about one iteration with the old preconditioner: rebuild
         # straight away when that would cost more than rebuilding.
-        rebuild = changed is not None and changed * self._iteration_seconds >= self._setup_seconds
+        rebuild = changed * self._iteration_seconds >= self._setup_seconds
         if self._factor is not None and n <= LU_LIMIT and rebuild:
-            return self._factorise(matrix, rhs, upper, same_pattern=True)
+            return self._factorise(matrix, rhs, upper, same_pattern)
         if self._preconditioner is not None and not rebuild:
             # As many iterations as a fresh preconditioner would need, plus as many as
             # building one would cost.
@@ -133,7 +133,7 @@ class SPDSolver:
             inv_diag = 1.0 / matrix.diagonal()
             return cg(guess, _operator(n, lambda r: inv_diag * r), EXPANDER_ITERATIONS)[0]
         if n <= LU_LIMIT:
-            return self._factorise(matrix, rhs, upper, same_pattern=changed is not None if upper is not None else None)
+            return self._factorise(matrix, rhs, upper, same_pattern)
         import pyamg
 
         began = time.perf_counter()
@@ -142,19 +142,28 @@ class SPDSolver:
         # of conducting diodes merge rows (SA: 104-133 CG iterations, RS 53-62; measured).
         hierarchy = pyamg.ruge_stuben_solver(matrix)
         self._preconditioner = hierarchy.aspreconditioner(cycle="V")
-        self._built_from = _upper_triangle(matrix) if upper is None else upper
+        self._built_from = upper
         self._setup_seconds = time.perf_counter() - began
         return cg(guess, self._preconditioner, 500, fresh=True)[0]
 
-    def _changed_columns(self, upper: sp.csc_matrix) -> int | None:
-        """Columns of ``upper`` whose values differ from the matrix the preconditioner was built
-        from; None when the sparsity pattern differs (or nothing is built)."""
+    def _changes(self, upper: sp.csc_matrix) -> tuple[int, bool]:
+        """(columns of ``upper`` that differ from the matrix the preconditioner was built from,
+        whether the sparsity pattern is the same). Across patterns a column counts as changed
+        when its entry count, row indices or values sum differently; with nothing built, every
+        column has changed."""
         done = self._built_from
-        if (done is None or not np.array_equal(done.indptr, upper.indptr)
-                or not np.array_equal(done.indices, upper.indices)):
-            return None
-        differs = np.flatnonzero(done.data != upper.data)
-        return int(np.unique(np.searchsorted(upper.indptr, differs, side="right")).size)
+        n = upper.shape[1]
+        if done is None or done.shape != upper.shape:
+            return n, False
+        if np.array_equal(done.indptr, upper.indptr) and np.array_equal(done.indices, upper.indices):
+            differs = np.flatnonzero(done.data != upper.data)
+            return int(np.unique(np.searchsorted(upper.indptr, differs, side="right")).size), True
+
+        def fingerprint(m):
+            column = np.repeat(np.arange(n), np.diff(m.indptr))
+            return (np.diff(m.indptr), np.bincount(column, m.indices, n), np.bincount(column, m.data, n))
+        old, new = fingerprint(done), fingerprint(upper)
+        return int(np.count_nonzero((old[0] != new[0]) | (old[1] != new[1]) | (old[2] != new[2]))), False
 
     def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, upper: sp.csc_matrix | None = None,
                    same_pattern: bool | None = None) -> np.ndarray:
@@ -163,7 +172,7 @@ class SPDSolver:
         began = time.perf_counter()
         upper = _upper_triangle(matrix) if upper is None else upper
         if same_pattern is None:
-            same_pattern = self._changed_columns(upper) is not None
+            same_pattern = self._changes(upper)[1]
         if same_pattern and self._factor is not None:
             self._factor.update(upper, upper=True)
         else:

@@ -53,17 +53,17 @@ def test_sequence_of_clamped_systems_is_solved_exactly():
         guess = y
 
 
-def test_changed_columns_counts_value_changes_and_refuses_other_patterns():
+def test_changes_count_changed_columns_within_and_across_patterns():
     rng = np.random.default_rng(2)
     base = lattice_matrix(20, rng)
     solver = SPDSolver(mesh_like=True)
     solver.solve(base, np.ones(base.shape[0]), np.zeros(base.shape[0]))   # factorises
-    assert solver._changed_columns(_upper_triangle(base)) == 0
+    assert solver._changes(_upper_triangle(base)) == (0, True)
     # Clamping node 5 changes its row and column: in the upper triangle, the entries (4, 5),
     # (5, 5), (5, 6) and (5, 25) of columns 5, 6 and 25.
-    assert solver._changed_columns(_upper_triangle(clamp_rows(base, np.array([5])))) == 3
+    assert solver._changes(_upper_triangle(clamp_rows(base, np.array([5])))) == (3, True)
     other = (base + sp.csr_matrix(([-0.1, -0.1], ([0, 399], [399, 0])), shape=base.shape)).tocsr()
-    assert solver._changed_columns(_upper_triangle(other)) is None
+    assert solver._changes(_upper_triangle(other)) == (1, False)    # column 399 gained (0, 399)
 
 
 def test_refactorisation_after_a_pattern_change_is_fresh():
@@ -83,7 +83,7 @@ def test_refactorisation_after_a_pattern_change_is_fresh():
     solver.solve(first, np.ones(n), np.zeros(n))
     rhs = rng.normal(size=n)
     y = solver.solve(second, rhs, np.zeros(n))
-    assert solver._changed_columns(_upper_triangle(second)) == 0    # it was factorised afresh
+    assert solver._changes(_upper_triangle(second)) == (0, True)    # it was factorised afresh
     assert np.linalg.norm(second @ y - rhs) <= 1e-10 * np.linalg.norm(rhs)
 
 
