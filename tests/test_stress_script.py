@@ -1,0 +1,17 @@
+"""benchmarks/stress.py on small circuits: every draw is solved and passes the KCL check (or is
+rejected with the library's error), in each of its solve modes."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+
+import stress  # noqa: E402
+
+
+def test_stress_script_on_small_circuits(capsys):
+    assert stress.main(["--seeds", "0", "10", "--size", "900"]) == 0
+    out = capsys.readouterr().out
+    assert "0 failed" in out
+    solved = [line for line in out.splitlines() if line.endswith(": ok")]
+    assert len(solved) >= 5
+    assert {mode for mode in stress.MODES if f": {mode}," in out} >= {"cold", "warm", "float32"}
