@@ -111,6 +111,9 @@ class SPDSolver:
                     self._decades = np.log10(max(initial, 1e-300) / max(residual, 1e-300)) / count[0]
             return y, residual
 
+        if not self._mesh:
+            inv_diag = 1.0 / matrix.diagonal()
+            return cg(guess, _operator(n, lambda r: inv_diag * r), EXPANDER_ITERATIONS)[0]
         initial = float(np.linalg.norm(matrix @ guess - rhs))
         upper = _upper_triangle(matrix)
         changed, same_pattern = self._changes(upper)
@@ -129,9 +132,6 @@ class SPDSolver:
             if residual <= target:
                 return y
             guess, initial = y, residual
-        if not self._mesh:
-            inv_diag = 1.0 / matrix.diagonal()
-            return cg(guess, _operator(n, lambda r: inv_diag * r), EXPANDER_ITERATIONS)[0]
         if n <= LU_LIMIT:
             return self._factorise(matrix, rhs, upper, same_pattern)
         import pyamg
