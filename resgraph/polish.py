@@ -113,9 +113,12 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
         # Switch on reverse-violated diodes; keep conducting ones whose current is not negative
         # and that are at zero voltage (an active diode closing a loop of active diodes may not be).
         # An active diode left reverse-violated by such a loop is preferred in the next forest.
+        # A diode joins when it is violated by more than the certificate allows in volts, or
+        # would carry more than it allows in amperes (a small-conductance diode can do the first
+        # without the second, and then no later state would pass the certificate).
         violated = slack < -tol * vscale
         update = con & np.where(active, (lam >= -tol * iscale) & (slack <= tol * vscale),
-                                -conductance * slack > tol * iscale)
+                                violated | (-conductance * slack > tol * iscale))
         prefer |= active & violated
         if loose:
             # Inexact steps steer the active set; once it stops changing, solve it exactly.

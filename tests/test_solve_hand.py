@@ -214,3 +214,21 @@ def test_active_diodes_closing_a_loop_with_offsets_cannot_all_be_tight():
     assert sol.converged
     np.testing.assert_allclose(sol.potentials, v, atol=1e-10)
     check_kirchhoff(net, sol)
+
+
+def test_polish_switches_on_a_diode_violated_in_volts_but_not_in_amperes():
+    """0.5 nA into a node held by 1 mS to ground, a diode from it to ground (v <= 0). Unclamped,
+    the node sits at 0.5 uV: over the 1e-9 V the certificate allows, yet the diode would carry
+    only 0.5 nA, under 1e-9 A. The polish used to switch diodes on by the ampere test alone, so it
+    kept the diode off, failed the certificate on every visit and reported no convergence (a
+    3e4-node stress circuit never converged that way)."""
+    from resgraph.polish import polish
+    net = rg.Network(2)
+    net.add_resistor(1, 0, 1e-3)
+    net.add_current_source(0, 1, 5e-10)
+    net.add_diode(1, 0)
+    c = net.compile()
+    result = polish(c, np.array([-1.0]), tol=1e-9, active_tol=1e-12)   # start with the diode off
+    assert result.converged
+    assert result.x[0] == pytest.approx(0.0, abs=1e-15)
+    assert result.currents[0] == pytest.approx(5e-10, rel=1e-9)
