@@ -24,7 +24,12 @@ class KKTReport:
     """Violations of the optimality conditions, absolute (A or V) and scaled.
 
     ``current_scale`` (A) and ``voltage_scale`` (V) are at least 1, so for circuits driven by
-    about 1 V / 1 A the scaled and absolute figures coincide.
+    about 1 V / 1 A the scaled and absolute figures coincide. ``current_scale`` is the largest
+    sum of the magnitudes of the terms of one variable's KCL (injected current plus conductance
+    times |potential| for itself and each neighbour): the floor below which rounding hides an
+    imbalance. Where potentials are large compared with their differences it exceeds the largest
+    branch current (15-fold in a test circuit with 1.7 V sources and 5.8 A currents), so a KKT
+    tolerance ``tol`` balances branch currents to ``tol`` times that larger figure.
     """
 
     kcl: float               # amperes: worst Kirchhoff current-law violation at a free node
