@@ -92,20 +92,18 @@ def optima(graph, x: np.ndarray):
 @nb.njit(parallel=True, cache=True)
 def _residual(indptr, indices, coupling, total, source, lower_bound, upper_bound,
               lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
-    n = x.size
-    imbalance = np.zeros(n)
-    scale = np.zeros(n)
-    for k in nb.prange(n):
+    worst = 0.0
+    scale = 0.0
+    for k in nb.prange(x.size):       # (max reductions: no per-variable arrays)
         target, lower, upper = _optimum(k, indptr, indices, coupling, total, source, lower_bound,
                                         upper_bound, lower_ptr, lower_var, lower_offset, upper_ptr,
                                         upper_var, upper_offset, x)
-        imbalance[k] = total[k] * abs(x[k] - min(max(target, lower), upper))
+        worst = max(worst, total[k] * abs(x[k] - min(max(target, lower), upper)))
         drive = abs(source[k]) + total[k] * abs(x[k])
         for t in range(indptr[k], indptr[k + 1]):
             drive += abs(coupling[t] * x[indices[t]])
-        scale[k] = drive
-    worst = imbalance.max() if n else 0.0
-    return worst / max(1.0, scale.max() if n else 0.0)
+        scale = max(scale, drive)
+    return worst / max(1.0, scale)
 
 
 def sweep_residual(graph, x: np.ndarray) -> float:
