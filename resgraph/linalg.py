@@ -73,7 +73,8 @@ def _upper_triangle(matrix: sp.csr_matrix) -> sp.csc_matrix:
 
 class SPDSolver:
     """Solves a sequence of same-sized SPD M-matrix systems, each to a residual of ``rtol``
-    relative to the currents in play (``max(|rhs|, |diag(A) x|)``)."""
+    times the currents in play at a typical row (root mean square of ``rhs`` or ``diag(A) x``,
+    whichever is larger)."""
 
     def __init__(self, mesh_like: bool) -> None:
         # (On expanders AMG builds dense coarse levels: minutes at 1e6 nodes.)
@@ -99,7 +100,9 @@ class SPDSolver:
 
         product = parallel_operator(matrix) if n >= PARALLEL_MIN else matrix
 
-        def cg(start, preconditioner, iterations, fresh=False):
+        def cg(start, preconditioner, iterations, fresh_from=None):
+            """CG from ``start``; with ``fresh_from`` (the residual at ``start``) the new
+            preconditioner's convergence rate is recorded."""
             count = [0]
             began = time.perf_counter()
             y, _ = sla.cg(product, rhs, x0=start, rtol=0.0, atol=target, M=preconditioner,
@@ -107,8 +110,8 @@ class SPDSolver:
             residual = float(np.linalg.norm(matrix @ y - rhs))
             if preconditioner is self._preconditioner and count[0]:
                 self._iteration_seconds = (time.perf_counter() - began) / count[0]
-                if fresh:
-                    self._decades = np.log10(max(initial, 1e-300) / max(residual, 1e-300)) / count[0]
+                if fresh_from is not None:
+                    self._decades = np.log10(max(fresh_from, 1e-300) / max(residual, 1e-300)) / count[0]
             return y, residual
 
         if not self._mesh:
@@ -144,7 +147,7 @@ class SPDSolver:
         self._preconditioner = hierarchy.aspreconditioner(cycle="V")
         self._built_from = upper
         self._setup_seconds = time.perf_counter() - began
-        return cg(guess, self._preconditioner, 500, fresh=True)[0]
+        return cg(guess, self._preconditioner, 500, fresh_from=initial)[0]
 
     def _changes(self, upper: sp.csc_matrix) -> tuple[int, bool]:
         """(columns of ``upper`` that differ from the matrix the preconditioner was built from,
