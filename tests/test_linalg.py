@@ -125,3 +125,37 @@ def test_every_row_is_balanced_to_rtol_of_a_typical_rows_currents(monkeypatch):
     y = SPDSolver(mesh_like=True).solve(matrix, rhs, guess, rtol=rtol)
     typical = max(np.sqrt(np.mean(rhs ** 2)), np.sqrt(np.mean((matrix.diagonal() * guess) ** 2)))
     assert np.abs(matrix @ y - rhs).max() <= rtol * typical
+
+
+def test_many_clamped_rows_re_form_the_kept_multigrid_hierarchy(monkeypatch):
+    """Rows turned into identity rows (same pattern) keep the AMG splittings and interpolations:
+    the coarse levels are re-formed as Galerkin products of the new matrix, and the answer still
+    meets its tolerance. A changed pattern (merged clusters) gets a fresh hierarchy."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "LU_LIMIT", 100)
+    rng = np.random.default_rng(6)
+    base = lattice_matrix(40, rng)
+    n = base.shape[0]
+    solver = SPDSolver(mesh_like=True)
+    first = solver.solve(base, rng.normal(size=n), np.zeros(n), rtol=1e-12)
+    kept = solver._hierarchy
+    clamped = clamp_rows(base, rng.choice(n, 400, replace=False))
+    rhs = rng.normal(size=n)
+    y = solver.solve(clamped, rhs, first, rtol=1e-12)
+    assert solver._hierarchy is kept and solver._regalerkined
+    levels = kept.levels
+    assert levels[0].A is clamped
+    for fine, coarse in zip(levels[:-1], levels[1:]):
+        galerkin = (fine.R @ fine.A @ fine.P).toarray()
+        assert np.allclose(coarse.A.toarray(), galerkin, rtol=0, atol=1e-12 * np.abs(galerkin).max())
+    scale = max(np.linalg.norm(rhs), np.linalg.norm(clamped.diagonal() * first))
+    assert np.linalg.norm(clamped @ y - rhs) <= 1e-12 * scale
+    # Long-range resistors change the pattern: a new hierarchy.
+    a, b = rng.choice(n, 300), rng.choice(n, 300)
+    a, b = a[a != b], b[a != b]
+    g = np.ones(a.size)
+    wired = (clamped + sp.csr_matrix((np.r_[-g, -g, g, g], (np.r_[a, b, a, b], np.r_[b, a, a, b])),
+                                     shape=clamped.shape)).tocsr()
+    z = solver.solve(wired, rhs, y, rtol=1e-12)
+    assert solver._hierarchy is not kept
+    assert np.linalg.norm(wired @ z - rhs) <= 1e-12 * max(np.linalg.norm(rhs), np.linalg.norm(wired.diagonal() * y))
