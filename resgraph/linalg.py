@@ -34,12 +34,21 @@ LU_LIMIT = 60_000
 REUSE_ITERATIONS = (10, 200)
 #: Products with matrices this large run on all cores.
 PARALLEL_MIN = 50_000
-#: Strength of connection of the AMG hierarchy: PyAMG's classical measure with a threshold below
-#: its default 0.25, so that the weaker of the couplings whose conductances span decades still
-#: count. Measured: 55 -> 34 CG iterations on a 5e5-node mesh with conductances over four
-#: decades; whole solves of the 1e5- and 1e6-node benchmark lattices and two such meshes 3-30 %
-#: faster (none slower).
-AMG_STRENGTH = ("classical", {"theta": 0.1})
+#: Classical AMG settings (strength-of-connection threshold, second coarsening pass), and the
+#: rate (residual decades per CG iteration over the first ``PROBE_ITERATIONS`` with a polish's
+#: first hierarchy) under which the second set replaces the first. Rates of the first set over
+#: 25 iterations (10 are too few: CG speeds up after them): 0.46-0.64 on uniform lattices, 0.12
+#: on a 5e5-node mesh with conductances over four decades and 1.6e4 conducting diodes between
+#: free nodes, 0.046 on a 1e6-node such mesh with 1.2e4 (180 iterations in all); there the
+#: second set gains 0.5 per iteration (13 in all) and the whole solve goes 66 -> 21-24 s. The
+#: second pass is not the default: it costs 10-15 % on uniform 1e6-node lattices, and on the
+#: 5e5-node mesh 20-30 % (its hierarchies of rows merged by diode clusters cost twice as much to
+#: build and apply). The first set's threshold 0.1 (PyAMG's default is 0.25) counts the weaker
+#: couplings where conductances spread (5e5-node mesh: 55 -> 34 iterations).
+AMG_FIRST_PASS = (0.1, False)
+AMG_SECOND_PASS = (0.25, True)
+PROBE_ITERATIONS = 25
+SLOW_DECADES = 0.07
 #: CG iterations allowed with a multigrid preconditioner once it is final.
 AMG_ITERATIONS = 500
 #: Jacobi-CG iterations allowed on an expander-like graph.
@@ -92,9 +101,11 @@ class SPDSolver:
         self._built_from: sp.csc_matrix | None = None  # upper triangle of the preconditioner's matrix
         self._setup_seconds = 0.0      # time the current preconditioner took to build
         self._iteration_seconds = 1.0  # time of one CG iteration with it (measured on use)
-        self._decades = 0.0            # residual decades per CG iteration with it, fresh (measured)
+        self._decades = 0.0            # residual decades per CG iteration, fresh (slowest measured)
         self._hierarchy = None         # pyamg.MultilevelSolver, when the preconditioner is AMG
         self._regalerkined = False     # whether its coarse levels were re-formed since it was built
+        self._probed = False           # whether a hierarchy's convergence rate has been probed
+        self._second_pass = False      # whether hierarchies are built with the second pass
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
         n = rhs.size
@@ -121,7 +132,10 @@ class SPDSolver:
             if preconditioner is self._preconditioner and count[0]:
                 self._iteration_seconds = (time.perf_counter() - began) / count[0]
                 if fresh_from is not None:
-                    self._decades = np.log10(max(fresh_from, 1e-300) / max(residual, 1e-300)) / count[0]
+                    # The slowest seen: from a start near the answer (the later systems of a
+                    # polish) CG's first iterations gain more than its steady rate.
+                    rate = np.log10(max(fresh_from, 1e-300) / max(residual, 1e-300)) / count[0]
+                    self._decades = min(self._decades, rate) if self._decades > 0 else rate
             return y, residual
 
         if not self._mesh:
@@ -163,18 +177,37 @@ class SPDSolver:
             if residual <= target:
                 return y
             guess, initial = y, residual
+        self._build_hierarchy(matrix, upper)
+        if not self._probed:
+            # The first hierarchy is probed: where classical coarsening misses the structure
+            # (conductances spanning decades leave strong couplings between fine points with
+            # no coarse point in common), CG crawls, and the later ones are built with PyAMG's
+            # second coarsening pass, which adds those coarse points.
+            self._probed = True
+            y, residual = cg(guess, self._preconditioner, PROBE_ITERATIONS, fresh_from=initial)
+            if residual <= target:
+                return y
+            guess, initial = y, residual
+            if self._decades < SLOW_DECADES:
+                self._second_pass = True
+                self._decades = 0.0
+                self._build_hierarchy(matrix, upper)
+        return cg(guess, self._preconditioner, AMG_ITERATIONS, fresh_from=initial)[0]
+
+    def _build_hierarchy(self, matrix: sp.csr_matrix, upper: sp.csc_matrix) -> None:
         import pyamg
 
         began = time.perf_counter()
         # Classical AMG, not smoothed aggregation: as fast on uniform meshes (1e6-node lattice,
         # whole solve 15.1 -> 13.1 s), 2-3x faster where conductances span decades and clusters
         # of conducting diodes merge rows (SA: 104-133 CG iterations, RS 53-62; measured).
-        self._hierarchy = pyamg.ruge_stuben_solver(matrix, strength=AMG_STRENGTH)
+        strength, second_pass = AMG_SECOND_PASS if self._second_pass else AMG_FIRST_PASS
+        self._hierarchy = pyamg.ruge_stuben_solver(matrix, strength=("classical", {"theta": strength}),
+                                                   CF=("RS", {"second_pass": second_pass}))
         self._preconditioner = self._hierarchy.aspreconditioner(cycle="V")
         self._regalerkined = False
         self._built_from = upper
         self._setup_seconds = time.perf_counter() - began
-        return cg(guess, self._preconditioner, AMG_ITERATIONS, fresh_from=initial)[0]
 
     def _regalerkin(self, matrix: sp.csr_matrix) -> None:
         """Put ``matrix`` on the finest level of the kept hierarchy and re-form every coarser

@@ -6,15 +6,22 @@ import scipy.sparse as sp
 from resgraph.linalg import SPDSolver, _upper_triangle
 
 
-def lattice_matrix(side: int, rng: np.random.Generator) -> sp.csr_matrix:
-    """Weighted Laplacian of a side x side lattice plus a small positive diagonal."""
+def lattice_matrix(side: int, rng: np.random.Generator, decades: float = 0.0,
+                   anchors: int | None = None) -> sp.csr_matrix:
+    """Weighted Laplacian of a side x side lattice plus a small positive diagonal, or plus 1 S at
+    ``anchors`` random nodes only (a circuit held by a few sources); conductances uniform in
+    0.5-2 S, or log-uniform over ``decades`` decades."""
     idx = np.arange(side * side).reshape(side, side)
     a = np.r_[idx[:, :-1].ravel(), idx[:-1, :].ravel()]
     b = np.r_[idx[:, 1:].ravel(), idx[1:, :].ravel()]
-    g = rng.uniform(0.5, 2.0, a.size)
+    g = 10.0 ** rng.uniform(-decades / 2, decades / 2, a.size) if decades else rng.uniform(0.5, 2.0, a.size)
     n = side * side
     off = sp.csr_matrix((np.r_[g, g], (np.r_[a, b], np.r_[b, a])), shape=(n, n))
-    diag = np.asarray(off.sum(axis=1)).ravel() + rng.uniform(0.01, 0.1, n)
+    diag = np.asarray(off.sum(axis=1)).ravel()
+    if anchors is None:
+        diag += rng.uniform(0.01, 0.1, n)
+    else:
+        diag[rng.choice(n, anchors, replace=False)] += 1.0
     matrix = (sp.diags(diag) - off).tocsr()
     matrix.sort_indices()
     return matrix
@@ -159,3 +166,20 @@ def test_many_clamped_rows_re_form_the_kept_multigrid_hierarchy(monkeypatch):
     z = solver.solve(wired, rhs, y, rtol=1e-12)
     assert solver._hierarchy is not kept
     assert np.linalg.norm(wired @ z - rhs) <= 1e-12 * max(np.linalg.norm(rhs), np.linalg.norm(wired.diagonal() * y))
+
+
+def test_multigrid_hierarchy_gets_the_second_pass_where_conductances_span_decades(monkeypatch):
+    """Classical coarsening crawls on a lattice held at a few nodes whose conductances spread over
+    six decades; the
+    probe of the first hierarchy switches to the second coarsening pass, and the answer meets
+    its tolerance. A uniform lattice keeps the first settings."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "LU_LIMIT", 100)
+    rng = np.random.default_rng(7)
+    uniform, wide = (lattice_matrix(100, rng, decades, anchors=5) for decades in (0.0, 6.0))
+    for matrix, slow in ((uniform, False), (wide, True)):
+        solver = SPDSolver(mesh_like=True)
+        rhs = rng.normal(size=matrix.shape[0])
+        y = solver.solve(matrix, rhs, np.zeros(matrix.shape[0]), rtol=1e-10)
+        assert solver._second_pass == slow
+        assert np.linalg.norm(matrix @ y - rhs) <= 1e-10 * np.linalg.norm(rhs)
