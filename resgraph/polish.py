@@ -30,6 +30,10 @@ from .linalg import SPDSolver
 
 #: Relative accuracy of the linear solves while the active set is still changing, and at the end.
 LOOSE_RTOL = 1e-6
+#: Rougher still while many diodes switch, until a step changes no more than ``ROUGH_UNTIL``
+#: times as many as the first, or no fewer than the last.
+ROUGH_RTOL = 1e-4
+ROUGH_UNTIL = 0.02
 TIGHT_RTOL = 1e-11
 #: Below this many variables every solve is tight: a second, loose stage would cost more.
 LOOSE_MIN_SIZE = 20_000
@@ -101,11 +105,14 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
     lam = np.zeros(slack.size)
     prefer = np.zeros(slack.size, bool)
     loose = c.num_free >= LOOSE_MIN_SIZE
+    rough = loose            # the first, rougher part of the loose stage
+    first_changes = previous_changes = None
     for iteration in range(1, max_iterations + 1):
         if not loose:
             # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
             seen.add(np.packbits(np.r_[active, prefer]).tobytes())
-        x = _solve_with_active(c, x, active, prefer, solver, LOOSE_RTOL if loose else TIGHT_RTOL)
+        rtol = (ROUGH_RTOL if rough else LOOSE_RTOL) if loose else TIGHT_RTOL
+        x = _solve_with_active(c, x, active, prefer, solver, rtol)
         lam = diode_currents(c, x, active)
         slack = constraint_slack(c, x)
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
@@ -122,7 +129,14 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
         prefer |= active & violated
         if loose:
             # Inexact steps steer the active set; once it stops changing, solve it exactly.
-            loose = not np.array_equal(update, active)
+            changes = int(np.count_nonzero(update != active))
+            if rough:
+                # Rough solves until the changes are few or stop shrinking: near the end they
+                # would flip diodes close to their threshold back and forth.
+                first_changes = changes if first_changes is None else first_changes
+                rough = changes > ROUGH_UNTIL * first_changes and (previous_changes is None or changes < previous_changes)
+                previous_changes = changes
+            loose = changes > 0
             active = update
             continue
         ok_primal = not np.any(violated & con)
