@@ -12,7 +12,8 @@ its own, the pair is not. The polish treats the set of conducting diodes as unkn
    loops of active diodes are split to avoid negative values where possible, see
    :func:`resgraph.kkt.diode_currents`).
 
-While the active set is still changing the solves are loose (``LOOSE_RTOL``): they only steer it.
+While the active set is still changing the solves are loose (``ROUGH_RTOL``, then ``LOOSE_RTOL``):
+they only steer it.
 On these M-matrix problems it typically settles in a handful of solves, and the polish stops only
 when the KKT conditions hold after a tight solve, so the answer is the true optimum.
 """
