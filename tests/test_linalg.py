@@ -183,3 +183,23 @@ def test_multigrid_hierarchy_gets_the_second_pass_where_conductances_span_decade
         y = solver.solve(matrix, rhs, np.zeros(matrix.shape[0]), rtol=1e-10)
         assert solver._second_pass == slow
         assert np.linalg.norm(matrix @ y - rhs) <= 1e-10 * np.linalg.norm(rhs)
+
+
+def test_unchanged_matrix_goes_on_with_its_preconditioner(monkeypatch):
+    """When the kept preconditioner was built from this very matrix, running out of the reuse
+    budget (here forced by an overstated rate) must not rebuild it: a rebuild would make the
+    same hierarchy. CG goes on with it to the requested accuracy."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "LU_LIMIT", 100)
+    monkeypatch.setattr(linalg, "REUSE_ITERATIONS", (1, 1))
+    rng = np.random.default_rng(8)
+    matrix = lattice_matrix(60, rng, anchors=5)
+    n = matrix.shape[0]
+    solver = SPDSolver(mesh_like=True)
+    rough = solver.solve(matrix, rng.normal(size=n), np.zeros(n), rtol=1e-4)
+    kept = solver._hierarchy
+    solver._decades = 100.0                 # the budget is now 1 + 1 iterations
+    rhs = rng.normal(size=n)
+    y = solver.solve(matrix, rhs, rough, rtol=1e-12)
+    assert solver._hierarchy is kept
+    assert np.linalg.norm(matrix @ y - rhs) <= 1e-12 * max(np.linalg.norm(rhs), np.linalg.norm(matrix.diagonal() * rough))
