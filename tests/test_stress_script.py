@@ -1,4 +1,4 @@
-"""benchmarks/stress.py on small circuits: every draw is solved and passes the KCL check (or is
+"""Benchmark scripts on small inputs. stress.py: every draw is solved and passes the KCL check (or is
 rejected with the library's error), in each of its solve modes."""
 import os
 import sys
@@ -15,3 +15,13 @@ def test_stress_script_on_small_circuits(capsys):
     solved = [line for line in out.splitlines() if line.endswith(": ok")]
     assert len(solved) >= 5
     assert {mode for mode in stress.MODES if f": {mode}," in out} >= {"cold", "warm", "float32"}
+
+
+def test_lattice_floor_script_prints_every_piece(capsys):
+    """benchmarks/lattice_floor.py on a small lattice: one row per piece, each a positive time."""
+    import lattice_floor
+
+    lattice_floor.main(["--size", "400", "--regimes", "off", "--repeat", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "ms |" not in line]
+    assert len(rows) == 9
+    assert all(float(row.split(" | ")[1]) > 0 for row in rows)

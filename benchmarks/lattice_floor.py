@@ -1,0 +1,127 @@
+"""How far the 1e4-node lattices are from "10x faster than OSQP", piece by piece.
+
+The issue asks for 10x OSQP's time at 1e4 nodes; on random graphs resgraph is hundreds of times
+faster, on 2-D lattices not. This script measures, in one process on one circuit of
+``benchmarks/networks.py``, OSQP's whole time (as in ``solve_vs_osqp.py``: compile + to_qp + setup
++ solve), ours, and the pieces any exact method on this machine would need: compiling the network,
+one sparse factorisation of its conductance matrix (QDLDL with its AMD ordering, as the polish
+does; QDLDL's numeric part alone; SciPy's SuperLU), classical AMG (PyAMG: setup, then CG to the
+polish's accuracy), and one colour sweep. Each figure is the best of ``--repeat`` runs.
+
+    python benchmarks/lattice_floor.py                     # 1e4-node lattice, both regimes
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import resgraph as rg  # noqa: E402
+from networks import benchmark_network  # noqa: E402
+from resgraph.backends import get_backend  # noqa: E402
+from resgraph.linalg import _upper_triangle  # noqa: E402
+from solve_vs_osqp import run_osqp  # noqa: E402
+
+
+def best(run, repeat: int) -> float:
+    """Fastest of ``repeat`` calls of ``run()``, in milliseconds (after one warm-up call)."""
+    run()
+    times = []
+    for _ in range(repeat):
+        began = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - began)
+    return 1e3 * min(times)
+
+
+def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
+    import pyamg
+    import qdldl
+    import scipy.sparse.linalg as sla
+
+    net = benchmark_network("lattice", n, regime)
+    c = net.compile()
+    q = c.q_matrix.tocsr()
+    upper = _upper_triangle(q)
+    rhs = c.sweep.source
+    factor = qdldl.Solver(upper, upper=True)
+    be = get_backend("numba")
+    graph = c.sweep.astype(np.float64, be.to_device)
+    x = c.feasible_start.copy()
+
+    def osqp():
+        fresh_net = benchmark_network("lattice", n, regime)
+        began = time.perf_counter()
+        qp = fresh_net.to_qp()                  # compiles the network first
+        built = time.perf_counter() - began
+        # OSQP's C code prints "Polishing not needed" to the process's stdout even when quiet.
+        sys.stdout.flush()
+        saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        try:
+            return built + run_osqp(qp, 60.0)[0]
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(devnull)
+
+    def ours():
+        fresh_net = benchmark_network("lattice", n, regime)
+        began = time.perf_counter()
+        rg.solve(fresh_net, tol=1e-9)
+        return time.perf_counter() - began
+
+    def compile_only():
+        fresh_net = benchmark_network("lattice", n, regime)
+        began = time.perf_counter()
+        fresh_net.compile()
+        return time.perf_counter() - began
+
+    def amg_cg():
+        hierarchy = pyamg.ruge_stuben_solver(q, strength=("classical", {"theta": 0.1}))
+        began = time.perf_counter()
+        sla.cg(q, rhs, rtol=1e-11, M=hierarchy.aspreconditioner(), maxiter=500)
+        return time.perf_counter() - began
+
+    def timed(run):
+        """Best of ``repeat`` for a run that times itself (building its circuit off the clock)."""
+        run()
+        return 1e3 * min(run() for _ in range(repeat))
+
+    return [
+        ("OSQP, whole (compile + to_qp + setup + solve)", timed(osqp)),
+        ("resgraph, whole (compile + solve to KKT 1e-9)", timed(ours)),
+        ("compile the network", timed(compile_only)),
+        ("QDLDL: AMD ordering + factorisation + solve", best(lambda: qdldl.Solver(upper, upper=True).solve(rhs), repeat)),
+        ("QDLDL: numeric refactorisation only", best(lambda: factor.update(upper, upper=True), repeat)),
+        ("SuperLU (scipy splu) factorisation + solve", best(lambda: sla.splu(q.tocsc()).solve(rhs), repeat)),
+        ("PyAMG classical AMG setup", best(lambda: pyamg.ruge_stuben_solver(q, strength=("classical", {"theta": 0.1})), repeat)),
+        ("PyAMG-preconditioned CG to 1e-11", timed(amg_cg)),
+        ("one colour sweep (numba)", best(lambda: be.colour_sweep(graph, x, 1.9, 1), repeat)),
+    ]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=10_000)
+    parser.add_argument("--regimes", nargs="+", default=["on", "off"])
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    rg.solve(benchmark_network("random", 1000, "on"))          # JIT cache loaded off the clock
+    for regime in args.regimes:
+        rows = pieces(args.size, regime, args.repeat)
+        budget = rows[0][1] / 10
+        print(f"\n2-D lattice, {args.size:,} free nodes, regime {regime}: 10x OSQP leaves {budget:.1f} ms\n")
+        print("| piece | ms | share of the 10x budget |")
+        print("|---|---|---|")
+        for name, ms in rows:
+            print(f"| {name} | {ms:.2f} | {ms / budget:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
