@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
+from .csr import diagonal_minus, permute_symmetric
 from .errors import ColouringError, FloatingNodeError, InfeasibleDiodeError, KirchhoffVoltageError
 from .forest import Forest, bfs_depth, bfs_depths, greedy_colouring, potentials_along, spanning_forest
 
@@ -334,8 +335,9 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     new_of[perm] = np.arange(num_free)
     new_of[num_free] = num_free
     colour_ptr = np.searchsorted(colour[perm], np.arange((colour.max() + 2) if num_free else 1))
-    coupling = coupling[perm][:, perm].tocsr()
-    coupling.sort_indices()
+    indptr, indices, conductance = permute_symmetric(
+        coupling.indptr.astype(np.int64), coupling.indices.astype(np.int64), coupling.data.astype(np.float64),
+        perm, new_of)
     node_var = np.where(node_var >= 0, new_of[np.maximum(node_var, 0)], -1)
     a_var, c_var = new_of[a_var], new_of[c_var]
     ua, uc, uw = a_var[coupled], c_var[coupled], w[coupled]
@@ -343,12 +345,12 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     lower_ptr, lower_var, lower_offset = _adjacency_csr(num_free, uc, ua, -uw)
     total, source, lower, upper, start = (arr[perm] for arr in (total, source, lower, upper, start))
     sweep = SweepArrays(
-        indptr=coupling.indptr.astype(np.int64), indices=coupling.indices.astype(np.int64),
-        coupling=coupling.data.astype(np.float64), total_conductance=total, source=source,
+        indptr=indptr, indices=indices, coupling=conductance, total_conductance=total, source=source,
         lower_bound=lower, upper_bound=upper, lower_ptr=lower_ptr, lower_var=lower_var,
         lower_offset=lower_offset, upper_ptr=upper_ptr, upper_var=upper_var,
         upper_offset=upper_offset, colour_ptr=colour_ptr.astype(np.int64))
-    q = (sp.diags(total) - coupling).tocsr()
+    q_indptr, q_indices, q_data = diagonal_minus(indptr, indices, conductance, total)
+    q = sp.csr_matrix((q_data, q_indices, q_indptr), shape=(num_free, num_free))
     return CompiledNetwork(
         num_nodes=net.num_nodes, num_free=num_free, node_var=node_var, node_offset=offset,
         sweep=sweep, q_matrix=q, diode_anode_var=a_var, diode_cathode_var=c_var,
