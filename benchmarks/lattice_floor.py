@@ -24,19 +24,25 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import resgraph as rg  # noqa: E402
 from networks import benchmark_network  # noqa: E402
 from resgraph.backends import get_backend  # noqa: E402
-from resgraph.linalg import _upper_triangle  # noqa: E402
+from resgraph.linalg import AMG_FIRST_PASS, _upper_triangle  # noqa: E402
+from resgraph.solver import DEFAULT_OMEGA  # noqa: E402
 from solve_vs_osqp import run_osqp  # noqa: E402
 
 
-def best(run, repeat: int) -> float:
-    """Fastest of ``repeat`` calls of ``run()``, in milliseconds (after one warm-up call)."""
-    run()
-    times = []
-    for _ in range(repeat):
+def clocked(call):
+    """``call`` wrapped to return the seconds it took."""
+    def run():
         began = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - began)
-    return 1e3 * min(times)
+        call()
+        return time.perf_counter() - began
+    return run
+
+
+def best(run, repeat: int) -> float:
+    """Fastest of ``repeat`` calls of ``run()`` (which returns its own seconds, so that it can build
+    its circuit off the clock), in milliseconds, after one warm-up call."""
+    run()
+    return 1e3 * min(run() for _ in range(repeat))
 
 
 def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
@@ -70,39 +76,38 @@ def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
             os.close(saved)
             os.close(devnull)
 
-    def ours():
-        fresh_net = benchmark_network("lattice", n, regime)
-        began = time.perf_counter()
-        rg.solve(fresh_net, tol=1e-9)
-        return time.perf_counter() - began
+    def on_fresh_network(step):
+        """A run that builds the circuit anew (off the clock) and times ``step`` on it."""
+        def run():
+            fresh_net = benchmark_network("lattice", n, regime)
+            return clocked(lambda: step(fresh_net))()
+        return run
 
-    def compile_only():
-        fresh_net = benchmark_network("lattice", n, regime)
-        began = time.perf_counter()
-        fresh_net.compile()
-        return time.perf_counter() - began
+    ours = on_fresh_network(lambda net: rg.solve(net, tol=1e-9))
+    compile_only = on_fresh_network(lambda net: net.compile())
+
+    theta, second_pass = AMG_FIRST_PASS
+
+    def hierarchy():
+        return pyamg.ruge_stuben_solver(q, strength=("classical", {"theta": theta}),
+                                        CF=("RS", {"second_pass": second_pass}))
 
     def amg_cg():
-        hierarchy = pyamg.ruge_stuben_solver(q, strength=("classical", {"theta": 0.1}))
+        preconditioner = hierarchy().aspreconditioner()
         began = time.perf_counter()
-        sla.cg(q, rhs, rtol=1e-11, M=hierarchy.aspreconditioner(), maxiter=500)
+        sla.cg(q, rhs, rtol=1e-11, M=preconditioner, maxiter=500)
         return time.perf_counter() - began
 
-    def timed(run):
-        """Best of ``repeat`` for a run that times itself (building its circuit off the clock)."""
-        run()
-        return 1e3 * min(run() for _ in range(repeat))
-
     return [
-        ("OSQP, whole (compile + to_qp + setup + solve)", timed(osqp)),
-        ("resgraph, whole (compile + solve to KKT 1e-9)", timed(ours)),
-        ("compile the network", timed(compile_only)),
-        ("QDLDL: AMD ordering + factorisation + solve", best(lambda: qdldl.Solver(upper, upper=True).solve(rhs), repeat)),
-        ("QDLDL: numeric refactorisation only", best(lambda: factor.update(upper, upper=True), repeat)),
-        ("SuperLU (scipy splu) factorisation + solve", best(lambda: sla.splu(q.tocsc()).solve(rhs), repeat)),
-        ("PyAMG classical AMG setup", best(lambda: pyamg.ruge_stuben_solver(q, strength=("classical", {"theta": 0.1})), repeat)),
-        ("PyAMG-preconditioned CG to 1e-11", timed(amg_cg)),
-        ("one colour sweep (numba)", best(lambda: be.colour_sweep(graph, x, 1.9, 1), repeat)),
+        ("OSQP, whole (compile + to_qp + setup + solve)", best(osqp, repeat)),
+        ("resgraph, whole (compile + solve to KKT 1e-9)", best(ours, repeat)),
+        ("compile the network", best(compile_only, repeat)),
+        ("QDLDL: AMD ordering + factorisation + solve", best(clocked(lambda: qdldl.Solver(upper, upper=True).solve(rhs)), repeat)),
+        ("QDLDL: numeric refactorisation only", best(clocked(lambda: factor.update(upper, upper=True)), repeat)),
+        ("SuperLU (scipy splu) factorisation + solve", best(clocked(lambda: sla.splu(q.tocsc()).solve(rhs)), repeat)),
+        ("PyAMG classical AMG setup", best(clocked(hierarchy), repeat)),
+        ("PyAMG-preconditioned CG to 1e-11", best(amg_cg, repeat)),
+        ("one colour sweep (numba)", best(clocked(lambda: be.colour_sweep(graph, x, DEFAULT_OMEGA[True], 1)), repeat)),
     ]
 
 

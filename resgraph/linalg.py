@@ -174,8 +174,7 @@ class SPDSolver:
             # clamps: polish 14.9 -> 11.3 s). Not when clusters merged: there the kept
             # interpolation halved CG's rate (5e5-node mesh with 1.6e4 diodes between free
             # nodes, 24 -> 32 s; measured).
-            self._regalerkin(matrix)
-            self._built_from = upper
+            self._regalerkin(matrix, upper)
             y, residual = cg(guess, self._preconditioner, budget)
             if residual <= target:
                 return y
@@ -212,7 +211,7 @@ class SPDSolver:
         self._built_from = upper
         self._setup_seconds = time.perf_counter() - began
 
-    def _regalerkin(self, matrix: sp.csr_matrix) -> None:
+    def _regalerkin(self, matrix: sp.csr_matrix, upper: sp.csc_matrix) -> None:
         """Put ``matrix`` on the finest level of the kept hierarchy and re-form every coarser
         level from it (``R A P``), keeping the splittings and interpolations. The result is a
         Galerkin hierarchy of ``matrix``, so its V-cycle is still a symmetric positive definite
@@ -226,6 +225,7 @@ class SPDSolver:
         self._hierarchy.coarse_solver = pyamg.multilevel.coarse_grid_solver("pinv")
         self._preconditioner = self._hierarchy.aspreconditioner(cycle="V")
         self._regalerkined = True
+        self._built_from = upper
 
     def _changes(self, upper: sp.csc_matrix) -> tuple[int, bool]:
         """(columns of ``upper`` that differ from the matrix the preconditioner was built from,
