@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from .csr import diagonal_minus, permute_symmetric
+from .csr import diagonal_minus, permute_symmetric, symmetric_from_edges
 from .errors import ColouringError, FloatingNodeError, InfeasibleDiodeError, KirchhoffVoltageError
 from .forest import Forest, bfs_depth, bfs_depths, greedy_colouring, potentials_along, spanning_forest
 
@@ -159,10 +159,11 @@ def _vs_elimination(net: "Network"):
 
 
 def _check_floating(net, num_free, node_var, anchor, coupling):
-    """Every free variable needs a resistive path to a fixed potential."""
+    """Every free variable needs a resistive path to a fixed potential (``coupling``: the CSR
+    arrays of the conductances between free variables)."""
     if num_free == 0:
         return
-    floating_var = bfs_depths(coupling.indptr, coupling.indices, np.flatnonzero(anchor > 0)) < 0
+    floating_var = bfs_depths(coupling[0], coupling[1], np.flatnonzero(anchor > 0)) < 0
     if not floating_var.any():
         return
     node_floats = (node_var >= 0) & floating_var[np.maximum(node_var, 0)]
@@ -261,14 +262,15 @@ def _feasible_start(num_free, lower, upper, a_var, c_var, w, is_con, anode, cath
 
 
 def _colours(num_free, coupling, diode_a, diode_c, net, node_var, roots, colouring):
-    """A colour per free variable: first-fit over the graph of resistors (``coupling``) and
-    coupled diodes, or the user's ``colouring`` checked against every element."""
+    """A colour per free variable: first-fit over the graph of resistors (``coupling``, CSR
+    arrays) and coupled diodes, or the user's ``colouring`` checked against every element."""
     if colouring is None:
-        graph = coupling
+        indptr, indices = coupling[:2]
         if diode_a.size:
-            edges = sp.csr_matrix((np.ones(diode_a.size), (diode_a, diode_c)), shape=(num_free, num_free))
-            graph = (coupling + edges + edges.T).tocsr()
-        return greedy_colouring(graph.indptr, graph.indices)
+            rows = np.repeat(np.arange(num_free), np.diff(indptr))
+            indptr, indices, _ = symmetric_from_edges(num_free, np.r_[rows, diode_a], np.r_[indices, diode_c],
+                                                      np.ones(rows.size + diode_a.size))
+        return greedy_colouring(indptr, indices)
     colouring = np.asarray(colouring)
     if colouring.shape != (net.num_nodes,) or not np.issubdtype(colouring.dtype, np.integer) or (colouring < 0).any():
         raise ColouringError(f"colouring must be {net.num_nodes} non-negative integers (one per node), "
@@ -312,10 +314,7 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
         to_fixed = m & (other < 0)
         anchor += np.bincount(this[to_fixed], g[to_fixed], num_free)
     free_pair = (va >= 0) & (vb >= 0) & (va != vb)
-    coupling = sp.csr_matrix((np.r_[g[free_pair], g[free_pair]],
-                              (np.r_[va[free_pair], vb[free_pair]], np.r_[vb[free_pair], va[free_pair]])),
-                             shape=(num_free, num_free))
-    coupling.sum_duplicates()
+    coupling = symmetric_from_edges(num_free, va[free_pair], vb[free_pair], g[free_pair])
     ca, cb, current = net.arrays("current_source")
     for node, sign in ((ca, -1.0), (cb, 1.0)):
         m = node_var[node] >= 0
@@ -335,9 +334,7 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     new_of[perm] = np.arange(num_free)
     new_of[num_free] = num_free
     colour_ptr = np.searchsorted(colour[perm], np.arange((colour.max() + 2) if num_free else 1))
-    indptr, indices, conductance = permute_symmetric(
-        coupling.indptr.astype(np.int64), coupling.indices.astype(np.int64), coupling.data.astype(np.float64),
-        perm, new_of)
+    indptr, indices, conductance = permute_symmetric(*coupling, perm, new_of)
     node_var = np.where(node_var >= 0, new_of[np.maximum(node_var, 0)], -1)
     a_var, c_var = new_of[a_var], new_of[c_var]
     ua, uc, uw = a_var[coupled], c_var[coupled], w[coupled]

@@ -1,4 +1,6 @@
-"""CSR kernels of the compilation: renumbering a symmetric matrix, and adding a diagonal.
+"""CSR kernels: a symmetric matrix from its edges, renumbering it and adding a diagonal (the
+compilation); contracting clusters of variables, clamping rows and taking the upper triangle (the
+polish's systems).
 
 SciPy's ``A[perm][:, perm]`` plus ``sort_indices`` copies the matrix three times; here one
 parallel pass writes every renumbered row already sorted (1e4-node lattice: 1.05 -> 0.23 ms;
@@ -13,6 +15,151 @@ import numpy as np
 
 #: Rows with more entries than this are sorted with argsort instead of by insertion.
 INSERTION_MAX = 32
+
+
+@nb.njit(cache=True, inline="always")
+def _sort_row(indices, data, start, count):
+    """Sort ``indices[start:start+count]`` (and ``data`` alongside) in place."""
+    if count > INSERTION_MAX:
+        order = np.argsort(indices[start:start + count])
+        columns, values = indices[start:start + count][order], data[start:start + count][order]
+        indices[start:start + count] = columns
+        data[start:start + count] = values
+        return
+    for t in range(start + 1, start + count):
+        column, value, s = indices[t], data[t], t
+        while s > start and indices[s - 1] > column:
+            indices[s] = indices[s - 1]
+            data[s] = data[s - 1]
+            s -= 1
+        indices[s] = column
+        data[s] = value
+
+
+@nb.njit(parallel=True, cache=True)
+def _merge_rows(ptr, indices, data):
+    """Rows of unsorted CSR arrays sorted by column, entries of one column summed (explicit
+    zeros kept), compacted into new arrays. Returns ``(indptr, indices, data)``."""
+    n = ptr.size - 1
+    kept = np.zeros(n + 1, np.int64)
+    for i in nb.prange(n):
+        start, stop = ptr[i], ptr[i + 1]
+        _sort_row(indices, data, start, stop - start)
+        last = start - 1
+        for t in range(start, stop):
+            if last >= start and indices[t] == indices[last]:
+                data[last] += data[t]
+            else:
+                last += 1
+                indices[last] = indices[t]
+                data[last] = data[t]
+        kept[i + 1] = last + 1 - start
+    out_ptr = np.cumsum(kept)
+    out_indices = np.empty(out_ptr[n], np.int64)
+    out_data = np.empty(out_ptr[n], data.dtype)
+    for i in nb.prange(n):
+        k = out_ptr[i + 1] - out_ptr[i]
+        out_indices[out_ptr[i]:out_ptr[i + 1]] = indices[ptr[i]:ptr[i] + k]
+        out_data[out_ptr[i]:out_ptr[i + 1]] = data[ptr[i]:ptr[i] + k]
+    return out_ptr, out_indices, out_data
+
+
+@nb.njit(cache=True)
+def symmetric_from_edges(n, a, b, weight):
+    """The symmetric ``n`` x ``n`` CSR matrix with ``weight[e]`` at ``(a[e], b[e])`` and at
+    ``(b[e], a[e])``, parallel edges summed, columns sorted (what SciPy's COO -> CSR conversion
+    with ``sum_duplicates`` gives, in one counting pass and one parallel pass over the rows:
+    1e3-node lattice 0.13 -> 0.05 ms). ``a[e] != b[e]`` is assumed. Returns ``(indptr, indices, data)``."""
+    count = np.zeros(n + 1, np.int64)
+    for e in range(a.size):
+        count[a[e] + 1] += 1
+        count[b[e] + 1] += 1
+    ptr = np.cumsum(count)
+    fill = ptr[:n].copy()
+    indices = np.empty(ptr[n], np.int64)
+    data = np.empty(ptr[n], np.float64)
+    for e in range(a.size):
+        for row, column in ((a[e], b[e]), (b[e], a[e])):
+            indices[fill[row]] = column
+            data[fill[row]] = weight[e]
+            fill[row] += 1
+    return _merge_rows(ptr, indices, data)
+
+
+@nb.njit(cache=True)
+def contract(indptr, indices, data, root, unknown):
+    """``P' A P`` for a symmetric CSR matrix ``A`` whose variables are merged into clusters:
+    row and column ``i`` go to ``root[i]`` (``n``: a fixed cluster, dropped), entries of one
+    cluster pair summed; every row that is not ``unknown`` (no cluster's root) gets 1 on its
+    diagonal, so that the result is ``n`` x ``n`` and nonsingular. Returns ``(indptr, indices, data)``."""
+    n = indptr.size - 1
+    count = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        r = root[i]
+        if r != n:
+            for t in range(indptr[i], indptr[i + 1]):
+                if root[indices[t]] != n:
+                    count[r + 1] += 1
+        if not unknown[i]:
+            count[i + 1] += 1
+    ptr = np.cumsum(count)
+    fill = ptr[:n].copy()
+    out_indices = np.empty(ptr[n], np.int64)
+    out_data = np.empty(ptr[n], data.dtype)
+    for i in range(n):
+        r = root[i]
+        if r != n:
+            for t in range(indptr[i], indptr[i + 1]):
+                k = root[indices[t]]
+                if k != n:
+                    out_indices[fill[r]] = k
+                    out_data[fill[r]] = data[t]
+                    fill[r] += 1
+        if not unknown[i]:
+            out_indices[fill[i]] = i
+            out_data[fill[i]] = 1.0
+            fill[i] += 1
+    return _merge_rows(ptr, out_indices, out_data)
+
+
+@nb.njit(parallel=True, cache=True)
+def clamp_rows(indptr, indices, data, unknown):
+    """A CSR matrix's values with every entry in a row or column that is not ``unknown`` set to
+    zero, kept as explicit zeros (the pattern stays), and 1 on the diagonal of those rows."""
+    out = np.empty_like(data)
+    for i in nb.prange(indptr.size - 1):
+        for t in range(indptr[i], indptr[i + 1]):
+            j = indices[t]
+            if unknown[i] and unknown[j]:
+                out[t] = data[t]
+            else:
+                out[t] = 1.0 if i == j else 0.0
+    return out
+
+
+@nb.njit(parallel=True, cache=True)
+def upper_triangle(indptr, indices, data):
+    """The upper triangle of a symmetric CSR matrix as CSC arrays (which are the CSR arrays of
+    its lower triangle), explicit zeros kept. Returns ``(indptr, indices, data)``."""
+    n = indptr.size - 1
+    count = np.zeros(n + 1, np.int64)
+    for i in nb.prange(n):
+        k = 0
+        for t in range(indptr[i], indptr[i + 1]):
+            if indices[t] <= i:
+                k += 1
+        count[i + 1] = k
+    ptr = np.cumsum(count)
+    out_indices = np.empty(ptr[n], np.int64)
+    out_data = np.empty(ptr[n], data.dtype)
+    for i in nb.prange(n):
+        s = ptr[i]
+        for t in range(indptr[i], indptr[i + 1]):
+            if indices[t] <= i:
+                out_indices[s] = indices[t]
+                out_data[s] = data[t]
+                s += 1
+    return ptr, out_indices, out_data
 
 
 @nb.njit(parallel=True, cache=True)

@@ -28,6 +28,8 @@ import qdldl
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
+from .csr import upper_triangle
+
 #: Systems this small are factorised straight away.
 DIRECT_LIMIT = 300
 #: Mesh-like systems up to this size are factorised; larger ones use AMG.
@@ -83,12 +85,9 @@ def parallel_operator(matrix: sp.csr_matrix) -> sla.LinearOperator:
 def _upper_triangle(matrix: sp.csr_matrix) -> sp.csc_matrix:
     """The upper triangle of a symmetric CSR matrix, as CSC (the rows of its lower triangle),
     explicit zeros kept so that the pattern does not depend on the values."""
-    n = matrix.shape[0]
-    rows = np.repeat(np.arange(n), np.diff(matrix.indptr))
-    keep = matrix.indices <= rows
-    indptr = np.zeros(n + 1, matrix.indptr.dtype)
-    np.cumsum(np.bincount(rows[keep], minlength=n), out=indptr[1:])
-    return sp.csc_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=(n, n))
+    indptr, indices, data = upper_triangle(matrix.indptr.astype(np.int64, copy=False),
+                                           matrix.indices.astype(np.int64, copy=False), matrix.data)
+    return sp.csc_matrix((data, indices, indptr), shape=matrix.shape)
 
 
 class SPDSolver:

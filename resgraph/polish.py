@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .compiled import CompiledNetwork
+from .csr import clamp_rows, contract
 from .forest import potentials_along, spanning_forest
 from .kkt import constraint_slack, diode_currents
 from .linalg import SPDSolver
@@ -51,17 +52,11 @@ class PolishResult:
 def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray) -> sp.csr_matrix:
     """``P' Q P`` in the rows of the cluster roots, identity in every other row (see below)."""
     n = root.size
-    rows = np.repeat(np.arange(n), np.diff(q.indptr))
+    indptr, indices = q.indptr.astype(np.int64, copy=False), q.indices.astype(np.int64, copy=False)
     if np.array_equal(root, np.where(root == n, n, np.arange(n))):
         # No two free variables merged: keep Q's structure, zero what touches fixed variables.
-        data = np.where(unknown[rows] & unknown[q.indices], q.data, 0.0)
-        data[(rows == q.indices) & ~unknown[rows]] = 1.0
-        return sp.csr_matrix((data, q.indices, q.indptr), shape=(n, n))
-    r, k = root[rows], root[q.indices]
-    keep = (r != n) & (k != n)
-    fixed = np.flatnonzero(~unknown)
-    return sp.csr_matrix((np.r_[q.data[keep], np.ones(fixed.size)],
-                          (np.r_[r[keep], fixed], np.r_[k[keep], fixed])), shape=(n, n))
+        return sp.csr_matrix((clamp_rows(indptr, indices, q.data, unknown), q.indices, q.indptr), shape=(n, n))
+    return sp.csr_matrix(contract(indptr, indices, q.data, root, unknown)[::-1], shape=(n, n))
 
 
 def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, prefer: np.ndarray,

@@ -1,20 +1,39 @@
-"""The compilation's CSR kernels against SciPy: renumbering a symmetric matrix (rows short enough
-for insertion sort, one long enough for argsort, empty rows) and adding a diagonal."""
+"""The compilation's CSR kernels against SciPy: a symmetric matrix from edges (parallel edges
+summed), renumbering it (rows short enough for insertion sort, one long enough for argsort, empty
+rows) and adding a diagonal."""
 import numpy as np
 import scipy.sparse as sp
 
-from resgraph.csr import INSERTION_MAX, diagonal_minus, permute_symmetric
+from resgraph.csr import INSERTION_MAX, clamp_rows, contract, diagonal_minus, permute_symmetric, symmetric_from_edges
+
+
+def graph_edges(n: int, rng: np.random.Generator):
+    """Random edges (many parallel ones) with a hub whose row is long enough for argsort."""
+    a, b = rng.integers(0, n // 4, 4 * n), rng.integers(0, n // 4, 4 * n)
+    hub = np.arange(1, 3 * INSERTION_MAX)                  # node 0 gets a long row
+    a, b = np.r_[a, np.zeros(hub.size, int), hub], np.r_[b, hub, np.zeros(hub.size, int)]
+    keep = (a != b) & (a < n - 5) & (b < n - 5)            # the last five nodes stay empty
+    return a[keep], b[keep], rng.uniform(0.1, 10.0, keep.sum())
 
 
 def symmetric_graph(n: int, rng: np.random.Generator) -> sp.csr_matrix:
-    a, b = rng.integers(0, n, 4 * n), rng.integers(0, n, 4 * n)
-    hub = np.arange(1, 3 * INSERTION_MAX)                  # node 0 gets a long row
-    a, b = np.r_[a, np.zeros(hub.size, int)], np.r_[b, hub]
-    keep = (a != b) & (a < n - 5) & (b < n - 5)            # the last five nodes stay empty
-    g = rng.uniform(0.1, 10.0, keep.sum())
-    m = sp.csr_matrix((np.r_[g, g], (np.r_[a[keep], b[keep]], np.r_[b[keep], a[keep]])), shape=(n, n))
+    a, b, g = graph_edges(n, rng)
+    m = sp.csr_matrix((np.r_[g, g], (np.r_[a, b], np.r_[b, a])), shape=(n, n))
     m.sum_duplicates()
     return m
+
+
+def test_symmetric_from_edges_matches_scipy():
+    n = 300
+    a, b, g = graph_edges(n, np.random.default_rng(2))
+    expected = symmetric_graph(n, np.random.default_rng(2))
+    assert expected.nnz < 2 * a.size                       # parallel edges were summed
+    indptr, indices, data = symmetric_from_edges(n, a, b, g)
+    assert np.array_equal(indptr, expected.indptr)
+    assert np.array_equal(indices, expected.indices)
+    np.testing.assert_allclose(data, expected.data, rtol=1e-14)   # (summation order may differ)
+    empty = symmetric_from_edges(4, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    assert np.array_equal(empty[0], np.zeros(5)) and empty[1].size == 0
 
 
 def test_permute_symmetric_matches_scipy():
@@ -43,3 +62,41 @@ def test_diagonal_minus_matches_scipy():
     assert np.array_equal(indptr, expected.indptr)
     assert np.array_equal(indices, expected.indices)
     assert np.array_equal(data, expected.data)
+
+
+def test_contract_matches_scipy():
+    """Clusters (variables 3, 7 and 12 under root 3; 20 and 21 under root 21), a fixed cluster
+    (root n: variables 5 and 40) and the identity rows of every non-root variable."""
+    rng = np.random.default_rng(3)
+    n = 200
+    m = symmetric_graph(n, rng)
+    root = np.arange(n)
+    root[[7, 12]] = 3
+    root[20] = 21
+    root[[5, 40]] = n
+    unknown = np.zeros(n, bool)
+    unknown[root[root != n]] = True
+    rows = np.repeat(np.arange(n), np.diff(m.indptr))
+    r, k = root[rows], root[m.indices]
+    keep = (r != n) & (k != n)
+    fixed = np.flatnonzero(~unknown)
+    expected = sp.csr_matrix((np.r_[m.data[keep], np.ones(fixed.size)],
+                              (np.r_[r[keep], fixed], np.r_[k[keep], fixed])), shape=(n, n))
+    expected.sort_indices()
+    indptr, indices, data = contract(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data, root, unknown)
+    assert np.array_equal(indptr, expected.indptr)
+    assert np.array_equal(indices, expected.indices)
+    np.testing.assert_allclose(data, expected.data, rtol=1e-14)
+    assert indptr[8] - indptr[7] == 1 and data[indptr[7]] == 1.0      # a merged member: identity row
+
+
+def test_clamp_rows_keeps_the_pattern():
+    rng = np.random.default_rng(4)
+    n = 100
+    m = (sp.diags(rng.uniform(5, 6, n)) - symmetric_graph(n, rng)).tocsr()
+    unknown = rng.random(n) < 0.7
+    data = clamp_rows(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data, unknown)
+    rows = np.repeat(np.arange(n), np.diff(m.indptr))
+    expected = np.where(unknown[rows] & unknown[m.indices], m.data, 0.0)
+    expected[(rows == m.indices) & ~unknown[rows]] = 1.0
+    assert np.array_equal(data, expected)
