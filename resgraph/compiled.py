@@ -48,6 +48,7 @@ class SweepArrays:
     indices: np.ndarray            # coupling CSR columns, int64
     coupling: np.ndarray           # conductances between variables, siemens
     total_conductance: np.ndarray  # siemens, > 0
+    inverse_total: np.ndarray      # 1 / total_conductance, ohms (a product is cheaper than a division)
     source: np.ndarray             # injected current, amperes
     lower_bound: np.ndarray        # volts (-inf if none)
     upper_bound: np.ndarray        # volts (+inf if none)
@@ -342,7 +343,8 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     lower_ptr, lower_var, lower_offset = _adjacency_csr(num_free, uc, ua, -uw)
     total, source, lower, upper, start = (arr[perm] for arr in (total, source, lower, upper, start))
     sweep = SweepArrays(
-        indptr=indptr, indices=indices, coupling=conductance, total_conductance=total, source=source,
+        indptr=indptr, indices=indices, coupling=conductance, total_conductance=total,
+        inverse_total=1.0 / total, source=source,
         lower_bound=lower, upper_bound=upper, lower_ptr=lower_ptr, lower_var=lower_var,
         lower_offset=lower_offset, upper_ptr=upper_ptr, upper_var=upper_var,
         upper_offset=upper_offset, colour_ptr=colour_ptr.astype(np.int64))

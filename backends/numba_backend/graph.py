@@ -13,9 +13,11 @@ PARALLEL_MIN = 4096
 
 
 @nb.njit(cache=True, inline="always")
-def _optimum(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+def _optimum(k, indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
              lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
-    """Variable ``k``'s unconstrained optimum given its neighbours (volts) and its diode interval."""
+    """Variable ``k``'s unconstrained optimum given its neighbours (volts) and its diode interval.
+    (Times the inverse total conductance: a division here cost a fifth of a sweep on networks of
+    1e3-1e5 variables, measured.)"""
     drive = source[k]
     for t in range(indptr[k], indptr[k + 1]):
         drive += coupling[t] * x[indices[t]]
@@ -25,58 +27,58 @@ def _optimum(k, indptr, indices, coupling, total, source, lower_bound, upper_bou
     upper = upper_bound[k]
     for t in range(upper_ptr[k], upper_ptr[k + 1]):
         upper = min(upper, x[upper_var[t]] + upper_offset[t])
-    return drive / total[k], lower, upper
+    return drive * inverse_total[k], lower, upper
 
 
 @nb.njit(cache=True, inline="always")
-def _update(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+def _update(k, indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
             lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, omega):
-    target, lower, upper = _optimum(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+    target, lower, upper = _optimum(k, indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
                                     lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x)
     moved = x[k] + omega * (target - x[k])
     x[k] = min(max(moved, lower), upper)
 
 
 @nb.njit(parallel=True, cache=True)
-def _colour_parallel(start, stop, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+def _colour_parallel(start, stop, indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
                      lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, omega):
     for k in nb.prange(start, stop):
-        _update(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+        _update(k, indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
                 lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, omega)
 
 
 @nb.njit(cache=True)
-def _sweeps(indptr, indices, coupling, total, source, lower_bound, upper_bound,
+def _sweeps(indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
             lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset,
             colour_ptr, x, omega, sweeps):
     for _ in range(sweeps):
         for c in range(colour_ptr.size - 1):
             start, stop = colour_ptr[c], colour_ptr[c + 1]
             if stop - start >= PARALLEL_MIN:
-                _colour_parallel(start, stop, indptr, indices, coupling, total, source, lower_bound,
+                _colour_parallel(start, stop, indptr, indices, coupling, inverse_total, source, lower_bound,
                                  upper_bound, lower_ptr, lower_var, lower_offset, upper_ptr,
                                  upper_var, upper_offset, x, omega)
             else:
                 for k in range(start, stop):
-                    _update(k, indptr, indices, coupling, total, source, lower_bound, upper_bound,
+                    _update(k, indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
                             lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset,
                             x, omega)
 
 
 def colour_sweep(graph, x: np.ndarray, omega: float, sweeps: int) -> None:
     """Run ``sweeps`` projected over-relaxed colour sweeps on ``x`` in place."""
-    _sweeps(graph.indptr, graph.indices, graph.coupling, graph.total_conductance, graph.source,
+    _sweeps(graph.indptr, graph.indices, graph.coupling, graph.inverse_total, graph.source,
             graph.lower_bound, graph.upper_bound, graph.lower_ptr, graph.lower_var,
             graph.lower_offset, graph.upper_ptr, graph.upper_var, graph.upper_offset,
             graph.colour_ptr, x, x.dtype.type(omega), int(sweeps))
 
 
 @nb.njit(parallel=True, cache=True)
-def _optima(indptr, indices, coupling, total, source, lower_bound, upper_bound,
+def _optima(indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
             lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
     target, lower, upper = np.empty_like(x), np.empty_like(x), np.empty_like(x)
     for k in nb.prange(x.size):
-        target[k], lower[k], upper[k] = _optimum(k, indptr, indices, coupling, total, source, lower_bound,
+        target[k], lower[k], upper[k] = _optimum(k, indptr, indices, coupling, inverse_total, source, lower_bound,
                                                  upper_bound, lower_ptr, lower_var, lower_offset,
                                                  upper_ptr, upper_var, upper_offset, x)
     return target, lower, upper
@@ -84,18 +86,18 @@ def _optima(indptr, indices, coupling, total, source, lower_bound, upper_bound,
 
 def optima(graph, x: np.ndarray):
     """See :func:`resgraph.backends.numpy_backend.graph.optima`."""
-    return _optima(graph.indptr, graph.indices, graph.coupling, graph.total_conductance, graph.source,
+    return _optima(graph.indptr, graph.indices, graph.coupling, graph.inverse_total, graph.source,
                    graph.lower_bound, graph.upper_bound, graph.lower_ptr, graph.lower_var,
                    graph.lower_offset, graph.upper_ptr, graph.upper_var, graph.upper_offset, x)
 
 
 @nb.njit(parallel=True, cache=True)
-def _residual(indptr, indices, coupling, total, source, lower_bound, upper_bound,
+def _residual(indptr, indices, coupling, total, inverse_total, source, lower_bound, upper_bound,
               lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
     worst = 0.0
     scale = 0.0
     for k in nb.prange(x.size):       # (max reductions: no per-variable arrays)
-        target, lower, upper = _optimum(k, indptr, indices, coupling, total, source, lower_bound,
+        target, lower, upper = _optimum(k, indptr, indices, coupling, inverse_total, source, lower_bound,
                                         upper_bound, lower_ptr, lower_var, lower_offset, upper_ptr,
                                         upper_var, upper_offset, x)
         worst = max(worst, total[k] * abs(x[k] - min(max(target, lower), upper)))
@@ -109,6 +111,6 @@ def _residual(indptr, indices, coupling, total, source, lower_bound, upper_bound
 def sweep_residual(graph, x: np.ndarray) -> float:
     """See :func:`resgraph.backends.numpy_backend.graph.sweep_residual`."""
     return float(_residual(graph.indptr, graph.indices, graph.coupling, graph.total_conductance,
-                           graph.source, graph.lower_bound, graph.upper_bound, graph.lower_ptr,
-                           graph.lower_var, graph.lower_offset, graph.upper_ptr, graph.upper_var,
-                           graph.upper_offset, x))
+                           graph.inverse_total, graph.source, graph.lower_bound, graph.upper_bound,
+                           graph.lower_ptr, graph.lower_var, graph.lower_offset, graph.upper_ptr,
+                           graph.upper_var, graph.upper_offset, x))
