@@ -269,8 +269,9 @@ def _colours(num_free, coupling, diode_a, diode_c, net, node_var, roots, colouri
         indptr, indices = coupling[:2]
         if diode_a.size:
             rows = np.repeat(np.arange(num_free), np.diff(indptr))
-            indptr, indices, _ = symmetric_from_edges(num_free, np.r_[rows, diode_a], np.r_[indices, diode_c],
-                                                      np.ones(rows.size + diode_a.size))
+            once = rows < indices                          # each resistor edge once
+            a, b = np.r_[rows[once], diode_a], np.r_[indices[once], diode_c]
+            indptr, indices, _ = symmetric_from_edges(num_free, a, b, np.ones(a.size))
         return greedy_colouring(indptr, indices)
     colouring = np.asarray(colouring)
     if colouring.shape != (net.num_nodes,) or not np.issubdtype(colouring.dtype, np.integer) or (colouring < 0).any():
