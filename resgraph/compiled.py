@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse import csgraph
 
-from .csr import diagonal_minus, permute_symmetric, symmetric_from_edges
+from .csr import diagonal_minus, permute_symmetric, stamp_resistors, symmetric_from_edges
 from .errors import ColouringError, FloatingNodeError, InfeasibleDiodeError, KirchhoffVoltageError
 from .forest import Forest, bfs_depth, bfs_depths, greedy_colouring, potentials_along, spanning_forest
 
@@ -304,19 +304,8 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     vs_forest, offset, node_var, num_free = _vs_elimination(net)
     roots = np.flatnonzero((vs_forest.parent_edge < 0) & (vs_forest.root != vs_forest.root[0]))
     ra, rb, g = net.arrays("resistor")
-    va, vb = node_var[ra], node_var[rb]
-    total = np.zeros(num_free)
-    source = np.zeros(num_free)
-    anchor = np.zeros(num_free)
-    for this, other, sign in ((va, vb, 1.0), (vb, va, -1.0)):
-        m = (this >= 0) & (this != other)
-        total += np.bincount(this[m], g[m], num_free)
-        # E = 1/2 g (x_a + o_a - x_b - o_b)^2: the drive into x_a is g (o_b - o_a) (+ g v_b if b fixed)
-        source += np.bincount(this[m], sign * g[m] * (offset[rb[m]] - offset[ra[m]]), num_free)
-        to_fixed = m & (other < 0)
-        anchor += np.bincount(this[to_fixed], g[to_fixed], num_free)
-    free_pair = (va >= 0) & (vb >= 0) & (va != vb)
-    coupling = symmetric_from_edges(num_free, va[free_pair], vb[free_pair], g[free_pair])
+    # E = 1/2 g (x_a + o_a - x_b - o_b)^2: the drive into x_a is g (o_b - o_a) (+ g v_b if b fixed)
+    total, source, anchor, coupling = stamp_resistors(node_var, offset, ra, rb, g, num_free)
     ca, cb, current = net.arrays("current_source")
     for node, sign in ((ca, -1.0), (cb, 1.0)):
         m = node_var[node] >= 0
