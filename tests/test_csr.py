@@ -4,7 +4,8 @@ rows) and adding a diagonal."""
 import numpy as np
 import scipy.sparse as sp
 
-from resgraph.csr import INSERTION_MAX, clamp_rows, contract, diagonal_minus, permute_symmetric, symmetric_from_edges
+from resgraph.csr import (INSERTION_MAX, clamp_rows, contract, diagonal_minus, permute_symmetric, stamp_resistors,
+                          symmetric_from_edges)
 
 
 def graph_edges(n: int, rng: np.random.Generator):
@@ -100,3 +101,32 @@ def test_clamp_rows_keeps_the_pattern():
     expected = np.where(unknown[rows] & unknown[m.indices], m.data, 0.0)
     expected[(rows == m.indices) & ~unknown[rows]] = 1.0
     assert np.array_equal(data, expected)
+
+
+def test_stamp_resistors_matches_numpy():
+    """Resistors between free variables (parallel ones too), to fixed nodes, between two fixed
+    nodes and within one variable (a voltage-source component), with offsets."""
+    rng = np.random.default_rng(5)
+    nodes, num_free = 60, 40
+    node_var = np.r_[rng.integers(0, num_free, nodes - 10), np.full(10, -1)]
+    node_var[:num_free] = np.arange(num_free)                  # every variable has a node
+    offset = rng.uniform(-1, 1, nodes)
+    a, b = rng.integers(0, nodes, 400), rng.integers(0, nodes, 400)
+    g = rng.uniform(0.1, 10.0, 400)
+    total, source, anchor, (indptr, indices, data) = stamp_resistors(node_var, offset, a, b, g, num_free)
+    va, vb = node_var[a], node_var[b]
+    assert np.any(va == vb) and np.any((va < 0) & (vb < 0)) and np.any((va < 0) != (vb < 0))
+    expected = np.zeros((3, num_free))
+    for this, other, sign in ((va, vb, 1.0), (vb, va, -1.0)):
+        m = (this >= 0) & (this != other)
+        expected[0] += np.bincount(this[m], g[m], num_free)
+        expected[1] += np.bincount(this[m], sign * g[m] * (offset[b[m]] - offset[a[m]]), num_free)
+        fixed = m & (other < 0)
+        expected[2] += np.bincount(this[fixed], g[fixed], num_free)
+    np.testing.assert_allclose(np.array([total, source, anchor]), expected, rtol=1e-12, atol=1e-12)
+    pair = (va >= 0) & (vb >= 0) & (va != vb)
+    coupling = sp.csr_matrix((np.r_[g[pair], g[pair]], (np.r_[va[pair], vb[pair]], np.r_[vb[pair], va[pair]])),
+                             shape=(num_free, num_free))
+    coupling.sum_duplicates()
+    assert np.array_equal(indptr, coupling.indptr) and np.array_equal(indices, coupling.indices)
+    np.testing.assert_allclose(data, coupling.data, rtol=1e-14)
