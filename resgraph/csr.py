@@ -177,7 +177,8 @@ def clamp_rows(indptr, indices, data, unknown):
 @nb.njit(parallel=True, cache=True)
 def upper_triangle(indptr, indices, data):
     """The upper triangle of a symmetric CSR matrix as CSC arrays (which are the CSR arrays of
-    its lower triangle), explicit zeros kept. Returns ``(indptr, indices, data)``."""
+    its lower triangle), explicit zeros kept, index arrays of the input's dtypes. Returns
+    ``(indptr, indices, data)``."""
     n = indptr.size - 1
     count = np.zeros(n + 1, np.int64)
     for i in nb.prange(n):
@@ -186,8 +187,8 @@ def upper_triangle(indptr, indices, data):
             if indices[t] <= i:
                 k += 1
         count[i + 1] = k
-    ptr = np.cumsum(count)
-    out_indices = np.empty(ptr[n], np.int64)
+    ptr = np.cumsum(count).astype(indptr.dtype)
+    out_indices = np.empty(ptr[n], indices.dtype)
     out_data = np.empty(ptr[n], data.dtype)
     for i in nb.prange(n):
         s = ptr[i]

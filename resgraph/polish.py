@@ -52,11 +52,10 @@ class PolishResult:
 def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray) -> sp.csr_matrix:
     """``P' Q P`` in the rows of the cluster roots, identity in every other row (see below)."""
     n = root.size
-    indptr, indices = q.indptr.astype(np.int64, copy=False), q.indices.astype(np.int64, copy=False)
     if np.array_equal(root, np.where(root == n, n, np.arange(n))):
         # No two free variables merged: keep Q's structure, zero what touches fixed variables.
-        return sp.csr_matrix((clamp_rows(indptr, indices, q.data, unknown), q.indices, q.indptr), shape=(n, n))
-    return sp.csr_matrix(contract(indptr, indices, q.data, root, unknown)[::-1], shape=(n, n))
+        return sp.csr_matrix((clamp_rows(q.indptr, q.indices, q.data, unknown), q.indices, q.indptr), shape=(n, n))
+    return sp.csr_matrix(contract(q.indptr, q.indices, q.data, root, unknown)[::-1], shape=(n, n))
 
 
 def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, prefer: np.ndarray,
