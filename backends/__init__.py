@@ -18,6 +18,9 @@ Kernels
 ``optima(graph, x)``
     Every variable's optimum given its neighbours (volts) and its diode interval, all from the
     same ``x``: arrays ``(target, lower, upper)`` (used by the coarse step, :mod:`resgraph.coarse`).
+``shift_terms(graph, x)`` (optional)
+    The coarse step's direction and sums in one fused pass, as
+    :func:`resgraph.coarse.shift_terms` computes them from ``optima``; backends without it use that.
 ``to_device(array)`` / ``to_host(array)``
     Move arrays to / from the backend's memory.
 ``drn``
@@ -51,6 +54,7 @@ class Backend:
     to_host: Callable[[Any], Any]
     drn: ModuleType | None = None
     info: dict = field(default_factory=dict)
+    shift_terms: Callable[..., tuple] | None = None
 
 
 def host_backend(name: str, graph: ModuleType, drn: ModuleType) -> Backend:
@@ -58,7 +62,8 @@ def host_backend(name: str, graph: ModuleType, drn: ModuleType) -> Backend:
     import numpy as np
 
     return Backend(name=name, xp=np, colour_sweep=graph.colour_sweep, sweep_residual=graph.sweep_residual,
-                   optima=graph.optima, to_device=np.asarray, to_host=np.asarray, drn=drn)
+                   optima=graph.optima, to_device=np.asarray, to_host=np.asarray, drn=drn,
+                   shift_terms=getattr(graph, "shift_terms", None))
 
 
 _cache: dict[str, Backend] = {}

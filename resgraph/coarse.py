@@ -18,18 +18,13 @@ reads back one small vector.
 from __future__ import annotations
 
 
-def shift_step(backend, graph, x) -> float:
-    """Shift the free variables of ``x`` (in place) by the optimal common amount; returns it (V).
-
-    ``graph`` is the :class:`resgraph.compiled.SweepArrays` and ``x`` the potentials, both on
-    ``backend``'s device. A variable is free unless it sits on a diode bound that its current
-    imbalance pushes against. The step never increases the dissipation and keeps every diode
-    constraint: bounds from diodes to fixed potentials and from diodes to other variables are both
-    honoured, the latter conservatively (as if the other variable stayed put).
-    """
+def shift_terms(backend, graph, x):
+    """The step's direction and sums from ``backend.optima``: ``(d, sums)`` with ``d`` 1 on the
+    free variables and 0 elsewhere (``x``'s dtype, on the device) and ``sums`` on the host:
+    ``[slope, curvature, room_up, room_down]``, the dissipation's decrease per volt along ``d``
+    (amperes), its curvature ``d'Q d`` (siemens), and how far the free variables can move up and
+    down before a diode stops one of them (volts)."""
     xp = backend.xp
-    if x.size == 0:
-        return 0.0
     target, lower, upper = backend.optima(graph, x)
     total = graph.total_conductance
     pull = total * (target - x)            # amperes into each variable: source - (Q x)
@@ -40,7 +35,26 @@ def shift_step(backend, graph, x) -> float:
     # total * (target - shifted_target + 1) on the free variables: no matrix product needed.
     sums = xp.stack((xp.dot(d, pull), xp.dot(d, total * (target - shifted_target + 1)),
                      xp.min(xp.where(free, upper - x, xp.inf)), xp.max(xp.where(free, lower - x, -xp.inf))))
-    slope, curvature, room_up, room_down = backend.to_host(sums).tolist()
+    return d, backend.to_host(sums).tolist()
+
+
+def shift_step(backend, graph, x) -> float:
+    """Shift the free variables of ``x`` (in place) by the optimal common amount; returns it (V).
+
+    ``graph`` is the :class:`resgraph.compiled.SweepArrays` and ``x`` the potentials, both on
+    ``backend``'s device. A variable is free unless it sits on a diode bound that its current
+    imbalance pushes against. The step never increases the dissipation and keeps every diode
+    constraint: bounds from diodes to fixed potentials and from diodes to other variables are both
+    honoured, the latter conservatively (as if the other variable stayed put). The direction and
+    sums come from the backend's fused ``shift_terms`` kernel where it has one, else from
+    :func:`shift_terms`.
+    """
+    if x.size == 0:
+        return 0.0
+    if backend.shift_terms is not None:
+        d, (slope, curvature, room_up, room_down) = backend.shift_terms(graph, x)
+    else:
+        d, (slope, curvature, room_up, room_down) = shift_terms(backend, graph, x)
     if not curvature > 0:
         return 0.0
     alpha = min(max(slope / curvature, room_down), room_up)

@@ -114,3 +114,41 @@ def sweep_residual(graph, x: np.ndarray) -> float:
                            graph.inverse_total, graph.source, graph.lower_bound, graph.upper_bound,
                            graph.lower_ptr, graph.lower_var, graph.lower_offset, graph.upper_ptr,
                            graph.upper_var, graph.upper_offset, x))
+
+
+@nb.njit(parallel=True, cache=True)
+def _shift_terms(indptr, indices, coupling, total, inverse_total, source, lower_bound, upper_bound,
+                 lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x):
+    d = np.empty_like(x)
+    slope, room_up, room_down = 0.0, np.inf, -np.inf
+    for k in nb.prange(x.size):
+        target, lower, upper = _optimum(k, indptr, indices, coupling, inverse_total, source, lower_bound,
+                                        upper_bound, lower_ptr, lower_var, lower_offset, upper_ptr,
+                                        upper_var, upper_offset, x)
+        pull = total[k] * (target - x[k])
+        if (x[k] > lower or pull > 0) and (x[k] < upper or pull < 0):
+            d[k] = 1.0
+            slope += pull
+            room_up = min(room_up, upper - x[k])
+            room_down = max(room_down, lower - x[k])
+        else:
+            d[k] = 0.0
+    curvature = 0.0
+    for k in nb.prange(x.size):        # d'Q d, row by row
+        if d[k] != 0.0:
+            row = total[k]
+            for t in range(indptr[k], indptr[k + 1]):
+                row -= coupling[t] * d[indices[t]]
+            curvature += row
+    return d, slope, curvature, room_up, room_down
+
+
+def shift_terms(graph, x: np.ndarray):
+    """See :func:`resgraph.coarse.shift_terms`: the same direction and sums in two fused passes
+    with no temporaries (that version, built on ``optima``, cost about seven sweeps per step on
+    a 1e6-node lattice)."""
+    d, *sums = _shift_terms(graph.indptr, graph.indices, graph.coupling, graph.total_conductance,
+                            graph.inverse_total, graph.source, graph.lower_bound, graph.upper_bound,
+                            graph.lower_ptr, graph.lower_var, graph.lower_offset, graph.upper_ptr,
+                            graph.upper_var, graph.upper_offset, x)
+    return d, sums
