@@ -54,6 +54,10 @@ AMG_FIRST_PASS = (0.1, False)
 AMG_SECOND_PASS = (0.25, True)
 PROBE_ITERATIONS = 25
 SLOW_DECADES = 0.07
+#: One forward Gauss-Seidel sweep before the coarse correction and one backward after it (the
+#: V-cycle stays symmetric, as CG needs), instead of PyAMG's symmetric sweep on both sides.
+AMG_SMOOTHERS = dict(presmoother=("gauss_seidel", {"sweep": "forward"}),
+                     postsmoother=("gauss_seidel", {"sweep": "backward"}))
 #: CG iterations allowed with a multigrid preconditioner once it is final.
 AMG_ITERATIONS = 500
 #: Jacobi-CG iterations allowed on an expander-like graph.
@@ -204,7 +208,7 @@ class SPDSolver:
         # of conducting diodes merge rows (SA: 104-133 CG iterations, RS 53-62; measured).
         strength, second_pass = AMG_SECOND_PASS if self._second_pass else AMG_FIRST_PASS
         self._hierarchy = pyamg.ruge_stuben_solver(matrix, strength=("classical", {"theta": strength}),
-                                                   CF=("RS", {"second_pass": second_pass}))
+                                                   CF=("RS", {"second_pass": second_pass}), **AMG_SMOOTHERS)
         self._preconditioner = self._hierarchy.aspreconditioner(cycle="V")
         self._regalerkined = False
         self._built_from = upper
