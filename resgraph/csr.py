@@ -213,21 +213,10 @@ def permute_symmetric(indptr, indices, data, perm, new_of):
     out_data = np.empty(ptr[n], data.dtype)
     for i in nb.prange(n):
         source, start, count = indptr[perm[i]], ptr[i], ptr[i + 1] - ptr[i]
-        if count > INSERTION_MAX:
-            columns = new_of[indices[source:source + count]]
-            order = np.argsort(columns)
-            for t in range(count):
-                out_indices[start + t] = columns[order[t]]
-                out_data[start + t] = data[source + order[t]]
-            continue
         for t in range(count):
-            column, value, s = new_of[indices[source + t]], data[source + t], start + t
-            while s > start and out_indices[s - 1] > column:
-                out_indices[s] = out_indices[s - 1]
-                out_data[s] = out_data[s - 1]
-                s -= 1
-            out_indices[s] = column
-            out_data[s] = value
+            out_indices[start + t] = new_of[indices[source + t]]
+            out_data[start + t] = data[source + t]
+        _sort_row(out_indices, out_data, start, count)
     return ptr, out_indices, out_data
 
 
