@@ -69,7 +69,8 @@ def symmetric_from_edges(n, a, b, weight):
     """The symmetric ``n`` x ``n`` CSR matrix with ``weight[e]`` at ``(a[e], b[e])`` and at
     ``(b[e], a[e])``, parallel edges summed, columns sorted (what SciPy's COO -> CSR conversion
     with ``sum_duplicates`` gives, in one counting pass and one parallel pass over the rows:
-    1e3-node lattice 0.13 -> 0.05 ms). ``a[e] != b[e]`` is assumed. Returns ``(indptr, indices, data)``."""
+    1e3 nodes and 2e3 random edges 0.13 -> 0.05 ms). ``a[e] != b[e]`` is assumed. Returns
+    ``(indptr, indices, data)``."""
     count = np.zeros(n + 1, np.int64)
     for e in range(a.size):
         count[a[e] + 1] += 1
