@@ -32,8 +32,11 @@ from .csr import upper_triangle
 
 #: Systems this small are factorised straight away.
 DIRECT_LIMIT = 300
-#: Mesh-like systems up to this size are factorised; larger ones use AMG.
-LU_LIMIT = 60_000
+#: Mesh-like systems up to this size are factorised; larger ones use AMG. Measured on the
+#: benchmark lattices with the lighter V-cycle (``AMG_SMOOTHERS``), median of 3, QDLDL / AMG:
+#: 2.5e4 nodes 89 / 97 ms (on), 49 / 57 (off); 3e4 149 / 150, 69 / 74; 3.5e4 162 / 154, 79 / 78;
+#: 4e4 207 / 166, 89 / 82; 6e4 293 / 282, 149 / 143.
+LU_LIMIT = 32_000
 #: Bounds on the CG iterations a reused preconditioner gets before it is rebuilt (within them,
 #: as many as its construction took time).
 REUSE_ITERATIONS = (10, 200)
