@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import resgraph as rg  # noqa: E402
 from networks import benchmark_network  # noqa: E402
 from resgraph.backends import get_backend  # noqa: E402
-from resgraph.linalg import AMG_FIRST_PASS, _upper_triangle  # noqa: E402
+from resgraph.linalg import AMG_FIRST_PASS, AMG_SMOOTHERS, _upper_triangle  # noqa: E402
 from resgraph.solver import DEFAULT_OMEGA  # noqa: E402
 from solve_vs_osqp import run_osqp  # noqa: E402
 
@@ -90,7 +90,7 @@ def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
 
     def hierarchy():
         return pyamg.ruge_stuben_solver(q, strength=("classical", {"theta": theta}),
-                                        CF=("RS", {"second_pass": second_pass}))
+                                        CF=("RS", {"second_pass": second_pass}), **AMG_SMOOTHERS)
 
     def amg_cg():
         preconditioner = hierarchy().aspreconditioner()
