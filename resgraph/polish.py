@@ -55,7 +55,8 @@ def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray) -> 
     if np.array_equal(root, np.where(root == n, n, np.arange(n))):
         # No two free variables merged: keep Q's structure, zero what touches fixed variables.
         return sp.csr_matrix((clamp_rows(q.indptr, q.indices, q.data, unknown), q.indices, q.indptr), shape=(n, n))
-    return sp.csr_matrix(contract(q.indptr, q.indices, q.data, root, unknown)[::-1], shape=(n, n))
+    indptr, indices, data = contract(q.indptr, q.indices, q.data, root, unknown)
+    return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
 
 def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, prefer: np.ndarray,
