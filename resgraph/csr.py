@@ -1,6 +1,7 @@
 """CSR kernels: the resistors' pass, a symmetric matrix from its edges, renumbering it and adding
-a diagonal (the compilation); contracting clusters of variables, clamping rows and taking the upper triangle (the
-polish's systems).
+a diagonal (the compilation); contracting groups of variables (the polish's clusters of conducting
+diodes, the aggregation multigrid's coarse levels), clamping rows and taking the upper triangle
+(the polish's systems).
 
 SciPy's ``A[perm][:, perm]`` plus ``sort_indices`` copies the matrix three times; here one
 parallel pass writes every renumbered row already sorted (1e4-node lattice: 1.05 -> 0.23 ms;
@@ -125,38 +126,41 @@ def stamp_resistors(node_var, offset, a, b, conductance, num_free):
 
 
 @nb.njit(cache=True)
-def contract(indptr, indices, data, root, unknown):
-    """``P' A P`` for a symmetric CSR matrix ``A`` whose variables are merged into clusters:
-    row and column ``i`` go to ``root[i]`` (``n``: a fixed cluster, dropped), entries of one
-    cluster pair summed; every row that is not ``unknown`` (no cluster's root) gets 1 on its
-    diagonal, so that the result is ``n`` x ``n`` and nonsingular. Returns ``(indptr, indices, data)``."""
+def contract(indptr, indices, data, group, size, identity):
+    """``P' A P`` for a symmetric CSR matrix ``A`` whose variables are gathered into ``size``
+    groups (``P`` of zeros and ones): row and column ``i`` go to ``group[i]`` (negative: dropped),
+    entries of one pair of groups summed, and 1 is added on the diagonal of every group marked in
+    ``identity`` (the polish's rows with no cluster, so that its matrix stays nonsingular).
+    Returns ``(indptr, indices, data)``, ``size`` rows."""
     n = indptr.size - 1
-    count = np.zeros(n + 1, np.int64)
+    count = np.zeros(size + 1, np.int64)
     for i in range(n):
-        r = root[i]
-        if r != n:
+        r = group[i]
+        if r >= 0:
             for t in range(indptr[i], indptr[i + 1]):
-                if root[indices[t]] != n:
+                if group[indices[t]] >= 0:
                     count[r + 1] += 1
-        if not unknown[i]:
-            count[i + 1] += 1
+    for r in range(size):
+        if identity[r]:
+            count[r + 1] += 1
     ptr = np.cumsum(count)
-    fill = ptr[:n].copy()
-    out_indices = np.empty(ptr[n], np.int64)
-    out_data = np.empty(ptr[n], data.dtype)
+    fill = ptr[:size].copy()
+    out_indices = np.empty(ptr[size], np.int64)
+    out_data = np.empty(ptr[size], data.dtype)
     for i in range(n):
-        r = root[i]
-        if r != n:
+        r = group[i]
+        if r >= 0:
             for t in range(indptr[i], indptr[i + 1]):
-                k = root[indices[t]]
-                if k != n:
+                k = group[indices[t]]
+                if k >= 0:
                     out_indices[fill[r]] = k
                     out_data[fill[r]] = data[t]
                     fill[r] += 1
-        if not unknown[i]:
-            out_indices[fill[i]] = i
-            out_data[fill[i]] = 1.0
-            fill[i] += 1
+    for r in range(size):
+        if identity[r]:
+            out_indices[fill[r]] = r
+            out_data[fill[r]] = 1.0
+            fill[r] += 1
     return _merge_rows(ptr, out_indices, out_data)
 
 

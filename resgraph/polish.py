@@ -55,7 +55,7 @@ def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray) -> 
     if np.array_equal(root, np.where(root == n, n, np.arange(n))):
         # No two free variables merged: keep Q's structure, zero what touches fixed variables.
         return sp.csr_matrix((clamp_rows(q.indptr, q.indices, q.data, unknown), q.indices, q.indptr), shape=(n, n))
-    indptr, indices, data = contract(q.indptr, q.indices, q.data, root, unknown)
+    indptr, indices, data = contract(q.indptr, q.indices, q.data, np.where(root == n, -1, root), n, ~unknown)
     return sp.csr_matrix((data, indices, indptr), shape=(n, n))
 
 

@@ -84,7 +84,8 @@ def test_contract_matches_scipy():
     expected = sp.csr_matrix((np.r_[m.data[keep], np.ones(fixed.size)],
                               (np.r_[r[keep], fixed], np.r_[k[keep], fixed])), shape=(n, n))
     expected.sort_indices()
-    indptr, indices, data = contract(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data, root, unknown)
+    indptr, indices, data = contract(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data,
+                                     np.where(root == n, -1, root), n, ~unknown)
     assert np.array_equal(indptr, expected.indptr)
     assert np.array_equal(indices, expected.indices)
     np.testing.assert_allclose(data, expected.data, rtol=1e-14)
