@@ -108,3 +108,25 @@ def test_expander_solver_switches_to_aggregation_only_where_jacobi_is_slow():
             assert np.linalg.norm(matrix @ y - rhs) <= rtol * scale
             assert solver._aggregate == switches
             guess = y
+
+
+def test_jacobi_out_of_budget_hands_its_iterate_to_the_multigrid(monkeypatch):
+    """With the probe's forecast disabled, Jacobi-CG runs until its budget (the hierarchy's
+    forecast cost) is spent, then the hierarchy goes on from its iterate to the tolerance."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "FORECAST_MARGIN", 0.0)
+    rng = np.random.default_rng(5)
+    matrix = random_graph_matrix(20_000, rng, 4.0, anchors=2_000)
+    handed = []
+
+    class Recorded(linalg._Handover):
+        def __init__(self, x):
+            super().__init__(x)
+            handed.append(self.x)
+    monkeypatch.setattr(linalg, "_Handover", Recorded)
+    solver = SPDSolver(mesh_like=False)
+    rhs = rng.normal(size=matrix.shape[0])
+    y = solver.solve(matrix, rhs, np.zeros(matrix.shape[0]), rtol=1e-11)
+    assert solver._aggregate and len(handed) == 1
+    assert np.linalg.norm(matrix @ handed[0] - rhs) < np.linalg.norm(rhs)     # Jacobi's progress, kept
+    assert np.linalg.norm(matrix @ y - rhs) <= 1e-11 * np.linalg.norm(rhs) / np.sqrt(rhs.size)
