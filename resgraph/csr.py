@@ -40,7 +40,11 @@ def _sort_row(indices, data, start, count):
 @nb.njit(parallel=True, cache=True)
 def _merge_rows(ptr, indices, data):
     """Rows of unsorted CSR arrays sorted by column, entries of one column summed (explicit
-    zeros kept), compacted into new arrays. Returns ``(indptr, indices, data)``."""
+    zeros kept), compacted into new arrays. Returns ``(indptr, indices, data)``.
+
+    Called from Python only, never from another jitted function: numba 0.68 caches a jitted
+    caller of a parallel function broken when it compiles the caller against the callee's cached
+    code, and the next process that loads it crashes (reproduced)."""
     n = ptr.size - 1
     kept = np.zeros(n + 1, np.int64)
     for i in nb.prange(n):
@@ -65,13 +69,18 @@ def _merge_rows(ptr, indices, data):
     return out_ptr, out_indices, out_data
 
 
-@nb.njit(cache=True)
 def symmetric_from_edges(n, a, b, weight):
     """The symmetric ``n`` x ``n`` CSR matrix with ``weight[e]`` at ``(a[e], b[e])`` and at
     ``(b[e], a[e])``, parallel edges summed, columns sorted (what SciPy's COO -> CSR conversion
     with ``sum_duplicates`` gives, in one counting pass and one parallel pass over the rows:
     1e3 nodes and 2e3 random edges 0.13 -> 0.05 ms). ``a[e] != b[e]`` is assumed. Returns
     ``(indptr, indices, data)``."""
+    return _merge_rows(*_edge_rows(n, a, b, weight))
+
+
+@nb.njit(cache=True)
+def _edge_rows(n, a, b, weight):
+    """Each edge in the rows of both its ends, unsorted: ``(ptr, indices, data)``."""
     count = np.zeros(n + 1, np.int64)
     for e in range(a.size):
         count[a[e] + 1] += 1
@@ -85,10 +94,9 @@ def symmetric_from_edges(n, a, b, weight):
             indices[fill[row]] = column
             data[fill[row]] = weight[e]
             fill[row] += 1
-    return _merge_rows(ptr, indices, data)
+    return ptr, indices, data
 
 
-@nb.njit(cache=True)
 def stamp_resistors(node_var, offset, a, b, conductance, num_free):
     """The compile's pass over the resistors, fused (at 1e6 random resistors NumPy's gathers and
     bincounts took 0.43 s). A resistor of ``conductance`` g siemens between nodes ``a`` and ``b``
@@ -97,6 +105,14 @@ def stamp_resistors(node_var, offset, a, b, conductance, num_free):
     variable and the opposite into ``b``'s, g to the ``anchor`` (conductance to fixed potentials)
     of a free end whose other end is fixed, and g to the coupling between two distinct variables.
     Returns ``(total, source, anchor, (indptr, indices, data))``, the last the coupling as CSR."""
+    total, source, anchor, pair_a, pair_b, pair_g = _stamp(node_var, offset, a, b, conductance, num_free)
+    return total, source, anchor, symmetric_from_edges(num_free, pair_a, pair_b, pair_g)
+
+
+@nb.njit(cache=True)
+def _stamp(node_var, offset, a, b, conductance, num_free):
+    """``stamp_resistors``' pass: ``(total, source, anchor)`` and the coupled pairs' ends and
+    conductances."""
     total = np.zeros(num_free)
     source = np.zeros(num_free)
     anchor = np.zeros(num_free)
@@ -122,16 +138,21 @@ def stamp_resistors(node_var, offset, a, b, conductance, num_free):
         if va >= 0 and vb >= 0:
             pair_a[pairs], pair_b[pairs], pair_g[pairs] = va, vb, g
             pairs += 1
-    return total, source, anchor, symmetric_from_edges(num_free, pair_a[:pairs], pair_b[:pairs], pair_g[:pairs])
+    return total, source, anchor, pair_a[:pairs], pair_b[:pairs], pair_g[:pairs]
 
 
-@nb.njit(cache=True)
 def contract(indptr, indices, data, group, size, identity):
     """``P' A P`` for a symmetric CSR matrix ``A`` whose variables are gathered into ``size``
     groups (``P`` of zeros and ones): row and column ``i`` go to ``group[i]`` (negative: dropped),
     entries of one pair of groups summed, and 1 is added on the diagonal of every group marked in
     ``identity`` (the polish's rows with no cluster, so that its matrix stays nonsingular).
     Returns ``(indptr, indices, data)``, ``size`` rows."""
+    return _merge_rows(*_gather_groups(indptr, indices, data, group, size, identity))
+
+
+@nb.njit(cache=True)
+def _gather_groups(indptr, indices, data, group, size, identity):
+    """``contract``'s entries in the rows of their groups, unsorted: ``(ptr, indices, data)``."""
     n = indptr.size - 1
     count = np.zeros(size + 1, np.int64)
     for i in range(n):
@@ -161,7 +182,7 @@ def contract(indptr, indices, data, group, size, identity):
             out_indices[fill[r]] = r
             out_data[fill[r]] = 1.0
             fill[r] += 1
-    return _merge_rows(ptr, out_indices, out_data)
+    return ptr, out_indices, out_data
 
 
 @nb.njit(parallel=True, cache=True)
