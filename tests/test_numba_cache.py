@@ -5,7 +5,7 @@ the on-disk cache, and the next process that loads the caller crashes with a seg
 Reproduced with two four-line functions (a ``prange`` doubling and a serial caller, both
 ``cache=True``): one process calls the parallel one, a second the caller (compiled against the
 cached callee), a third the caller again: segmentation fault; the same with a serial callee runs.
-It crashed this library's compile (``stamp_resistors`` called the parallel row merge through
+Known upstream: numba/numba#8578 (open). It crashed this library's compile (``stamp_resistors`` called the parallel row merge through
 ``symmetric_from_edges``) and could have crashed the colour sweep. So parallel kernels are
 called from Python, or their ``prange`` loops written into the calling kernel itself.
 """
