@@ -130,3 +130,31 @@ def test_jacobi_out_of_budget_hands_its_iterate_to_the_multigrid(monkeypatch):
     assert solver._aggregate and len(handed) == 1
     assert np.linalg.norm(matrix @ handed[0] - rhs) < np.linalg.norm(rhs)     # Jacobi's progress, kept
     assert np.linalg.norm(matrix @ y - rhs) <= 1e-11 * np.linalg.norm(rhs) / np.sqrt(rhs.size)
+
+
+def test_random_circuit_with_spread_conductances_is_solved_through_the_multigrid(monkeypatch):
+    """End to end: a 1e4-node random circuit with conductances over four decades and 681 diodes
+    between free nodes (benchmarks/stress.py, seed 12) polishes with aggregation hierarchies and
+    passes the independent KCL check."""
+    import os
+    import sys
+
+    import resgraph as rg
+    import resgraph.linalg as linalg
+    from circuits import check_kirchhoff
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+    from stress import stress_circuit
+
+    built = []
+
+    class Counted(AggregationHierarchy):
+        def __init__(self, matrix):
+            super().__init__(matrix)
+            built.append(self.sizes)
+    monkeypatch.setattr(linalg, "AggregationHierarchy", Counted)
+    net, description = stress_circuit(12, 10_000)
+    assert description.startswith("random") and "0.01-100 S" in description
+    solution = rg.solve(net, tol=1e-9)
+    assert solution.converged and built
+    check_kirchhoff(net, solution, rtol=1e-8)
