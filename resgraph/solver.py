@@ -38,11 +38,16 @@ from .solution import Solution, build_solution
 #: lattices SOR's best factor approaches 2 as they grow (1e4-node lattice with clamps on: 39 ms at
 #: 1.5, 28 ms at 1.9; 1e5: 818 -> 709 ms); on random graphs 1.5 is best (1.9 takes 3x the sweeps).
 DEFAULT_OMEGA = {True: 1.9, False: 1.5}
-#: Checks of coordinate descent before the first polish, even if diodes are still switching.
-#: Measured on the benchmark circuits (quiet 2-core machine): 3 -> 30 cut a 1e4-node lattice with
-#: conducting clamps from 129 to 59 ms (6 -> 3 active-set solves), a 1e5-node random circuit from
-#: 670 to 202 ms, a 1e6-node lattice from 49 to 25 s; no circuit got slower; 100 gained no more.
-POLISH_AFTER = 30
+#: Checks of coordinate descent before the first polish, even if diodes are still switching, on
+#: mesh-like and on expander-like circuits. Measured on the benchmark circuits (quiet 2-core
+#: machine): 3 -> 30 cut a 1e4-node lattice with conducting clamps from 129 to 59 ms (6 -> 3
+#: active-set solves), a 1e5-node random circuit from 670 to 202 ms, a 1e6-node lattice from 49 to
+#: 25 s; no circuit got slower; 100 gained no more. Since expander systems get the aggregation
+#: multigrid, their polish is cheap enough to start at 15: random stress circuits with
+#: conductances over four decades and thousands of diodes between free nodes need the same
+#: active-set steps from there (1e5-1.2e5 nodes: 1.4-2.0 -> 1.3-1.7 s; 5e5 nodes: 10.1-11.7 ->
+#: 8.8-11.2 s).
+POLISH_AFTER = {True: 30, False: 15}
 #: The coarse step (:mod:`resgraph.coarse`) runs on networks of at least this many free variables;
 #: on smaller ones its fixed cost (about 80 us, 7 sweeps of a 1e3-node lattice) buys nothing
 #: measurable (1e3-node lattice with conducting clamps: 2.3 ms without, 2.6 ms with).
@@ -121,6 +126,7 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
     be = get_backend(backend)
     x = _start(c, warm_start)
     omega = DEFAULT_OMEGA[c.mesh_like] if omega is None else omega
+    polish_after = POLISH_AFTER[c.mesh_like]
     sweeps = polishes = 0
     if polish and c.num_free <= DIRECT_START:
         active_tol = _active_tol(x, tol, dtype)
@@ -170,7 +176,7 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
         # Polish once the conducting set stops changing, or after a few checks at most: the
         # active-set iteration corrects a rough guess in a few cheap, preconditioner-reusing
         # solves, while sweeps on a poorly conditioned network would crawl.
-        if polish and (chunk == 0 or ((settled or sweeps >= POLISH_AFTER * check_every) and sweeps >= next_polish)):
+        if polish and (chunk == 0 or ((settled or sweeps >= polish_after * check_every) and sweeps >= next_polish)):
             t1 = time.perf_counter()
             result = active_set_polish(c, x, tol, active_tol)
             timings["polish"] = timings.get("polish", 0.0) + time.perf_counter() - t1
