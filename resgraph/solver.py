@@ -45,8 +45,9 @@ DEFAULT_OMEGA = {True: 1.9, False: 1.5}
 #: 25 s; no circuit got slower; 100 gained no more. Since expander systems get the aggregation
 #: multigrid, their polish is cheap enough to start at 15: random stress circuits with
 #: conductances over four decades and thousands of diodes between free nodes need the same
-#: active-set steps from there (1e5-1.2e5 nodes: 1.4-2.0 -> 1.3-1.7 s; 5e5 nodes: 10.1-11.7 ->
-#: 8.8-11.2 s).
+#: active-set steps from there (1e5-1.2e5 nodes, four circuits: 1.4-2.0 -> 1.3-1.7 s; 3e4-1.2e5
+#: nodes, expander-like stress seeds 0-59: 0-20 % each, 11.7 -> 11.1 s in all; 5e5 nodes:
+#: 10.1-11.7 -> 8.8-11.2 s).
 POLISH_AFTER = {True: 30, False: 15}
 #: The coarse step (:mod:`resgraph.coarse`) runs on networks of at least this many free variables;
 #: on smaller ones its fixed cost (about 80 us, 7 sweeps of a 1e3-node lattice) buys nothing
