@@ -70,8 +70,8 @@ AMG_SMOOTHERS = dict(presmoother=("gauss_seidel", {"sweep": "forward"}),
 AMG_ITERATIONS = 500
 #: Jacobi-CG iterations allowed on an expander-like graph.
 EXPANDER_ITERATIONS = 5_000
-#: Before an aggregation hierarchy has been measured in a polish: its setup and one CG iteration
-#: with it, in Jacobi-CG iterations, and its rate in residual decades per iteration. Measured on
+#: An aggregation hierarchy's setup and one CG iteration with it, in Jacobi-CG iterations, and its
+#: rate in residual decades per iteration (the forecast of its cost). Measured on
 #: 1e5-node random circuits, uniform conductances / conductances over four decades: setup 19 / 36,
 #: iteration 3.0 / 4.5, rate 0.49 / 0.18-0.28.
 AGGREGATION_GUESS = (30.0, 4.0, 0.25)
@@ -239,7 +239,7 @@ class SPDSolver:
         """Jacobi-CG, or CG preconditioned by an aggregation hierarchy once Jacobi proves slow.
 
         Jacobi-CG gets as many iterations as the hierarchy would cost (its setup and the cycles
-        it would need, measured once built, else ``AGGREGATION_GUESS``); when its rate over the
+        it would need, ``AGGREGATION_GUESS``, in Jacobi-CG iterations); when its rate over the
         first ``PROBE_ITERATIONS`` (which flatters it) already forecasts more, or it runs out of
         them, the hierarchy takes over from where it stopped, and does so for every later
         system of the polish. (One CG run, watched by its callback: restarting it after the
@@ -247,23 +247,17 @@ class SPDSolver:
         n = rhs.size
         if not self._aggregate:
             inverse_diagonal = 1.0 / matrix.diagonal()
-            began = time.perf_counter()
-            count, budget = 0, EXPANDER_ITERATIONS
+            setup, cycle, rate = AGGREGATION_GUESS
+            budget = int(min(setup + np.log10(max(initial, 1e-300) / target) / rate * cycle, EXPANDER_ITERATIONS))
+            count = 0
 
             def watch(x):
-                nonlocal count, budget
+                nonlocal count
                 count += 1
                 if count == PROBE_ITERATIONS:
-                    per_iteration = (time.perf_counter() - began) / count
-                    residual = float(np.linalg.norm(matrix @ x - rhs))
-                    if self._setup_seconds == 0.0:
-                        setup, cycle, rate = AGGREGATION_GUESS
-                        self._setup_seconds, self._iteration_seconds, self._decades = setup * per_iteration, cycle * per_iteration, rate
-                    decades = np.log10(max(initial, 1e-300) / target)
-                    cost = self._setup_seconds + decades / self._decades * self._iteration_seconds
-                    budget = int(min(cost / per_iteration, EXPANDER_ITERATIONS))
-                    progress = max(np.log10(max(initial, 1e-300) / max(residual, 1e-300)), 1e-300) / count
-                    if count + FORECAST_MARGIN * np.log10(max(residual, 1e-300) / target) / progress > budget:
+                    residual = max(float(np.linalg.norm(matrix @ x - rhs)), 1e-300)
+                    progress = max(np.log10(max(initial, 1e-300) / residual), 1e-300) / count
+                    if count + FORECAST_MARGIN * np.log10(residual / target) / progress > budget:
                         raise _Handover(x)
                 elif count >= budget:
                     raise _Handover(x)
@@ -273,16 +267,8 @@ class SPDSolver:
                               maxiter=EXPANDER_ITERATIONS, callback=watch)[0]
             except _Handover as handover:
                 guess = handover.x
-            initial = float(np.linalg.norm(matrix @ guess - rhs))
             self._aggregate = True
-        began = time.perf_counter()
-        hierarchy = _operator(n, AggregationHierarchy(matrix))
-        self._setup_seconds = time.perf_counter() - began
-        y, residual, count, seconds = _cg(matrix, product, rhs, guess, target, hierarchy, AMG_ITERATIONS)
-        if count:
-            self._iteration_seconds = seconds / count
-            self._decades = max(np.log10(max(initial, 1e-300) / max(residual, 1e-300)) / count, 1e-3)
-        return y
+        return _cg(matrix, product, rhs, guess, target, _operator(n, AggregationHierarchy(matrix)), AMG_ITERATIONS)[0]
 
     def _build_hierarchy(self, matrix: sp.csr_matrix, upper: sp.csc_matrix) -> None:
         import pyamg
