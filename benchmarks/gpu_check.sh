@@ -7,7 +7,7 @@
 #     bash benchmarks/gpu_check.sh            # from anywhere; PYTHON=python3.12 to pick the interpreter
 #
 # Offline installs come from benchmarks/wheels: setuptools, wheel and packaging (the build backend
-# of the editable install) and the CPU-side dependencies pyamg, qdldl, tqdm and threadpoolctl (Python 3.12
+# of the editable install) and the CPU-side dependencies pyamg, tqdm and threadpoolctl (Python 3.12
 # wheels). osqp (reference QP solver) is not
 # needed by these checks and is not brought.
 set -u
@@ -32,8 +32,8 @@ $PY -c "import cupy; print('cupy', cupy.__version__, '-', cupy.cuda.runtime.getD
     || echo "cupy is not usable here"
 
 step "install (offline)"
-timeout -k 5 60 $PY -m pip install -q --no-index --find-links "$WHEELS" --no-deps pyamg qdldl tqdm threadpoolctl \
-    || echo "pyamg/qdldl/tqdm/threadpoolctl not installed: resgraph.solve needs qdldl and threadpoolctl"
+timeout -k 5 60 $PY -m pip install -q --no-index --find-links "$WHEELS" --no-deps pyamg tqdm threadpoolctl \
+    || echo "pyamg/tqdm/threadpoolctl not installed: resgraph.solve needs threadpoolctl"
 if timeout -k 5 120 $PY -m pip install -q --no-index --find-links "$WHEELS" --no-deps -e .; then
     echo "resgraph installed (editable)"
 elif timeout -k 5 120 $PY -m pip install -q --no-build-isolation --no-deps -e .; then

@@ -6,9 +6,9 @@ during a polish, each differing from the last in a few rows. The graph's shape
 and are mostly well conditioned: Jacobi-preconditioned conjugate gradients, replaced by CG with a
 plain-aggregation multigrid (:mod:`resgraph.aggregation`) where Jacobi proves slow (conductances
 spanning decades). Meshes need O(sqrt n)
-Jacobi iterations but factorise well: a sparse LDL' factorisation (QDLDL, OSQP's own, with an AMD
-ordering; up to ``LU_LIMIT`` unknowns) or an algebraic-multigrid hierarchy (PyAMG, classical
-Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly different
+Jacobi iterations but factorise well: a sparse Cholesky factorisation (:mod:`resgraph.cholesky`,
+nested dissection; up to ``FACTOR_LIMIT`` unknowns and ``FILL_LIMIT`` factor entries per row) or
+an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly different
 systems. Each row changed since it was built costs CG about one iteration (a rank-one change),
 so it is rebuilt at once when the changed rows would cost more than a rebuild; otherwise CG gets
 the iterations a fresh one would need (its measured convergence rate) plus a rebuild's worth,
@@ -26,20 +26,19 @@ import time
 
 import numba as nb
 import numpy as np
-import qdldl
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
 from .aggregation import AggregationHierarchy
+from .cholesky import Cholesky
 from .csr import upper_triangle
 
 #: Systems this small are factorised straight away.
 DIRECT_LIMIT = 300
-#: Mesh-like systems up to this size are factorised; larger ones use AMG. Measured on the
-#: benchmark lattices with the lighter V-cycle (``AMG_SMOOTHERS``), median of 3, QDLDL / AMG:
-#: 2.5e4 nodes 89 / 97 ms (on), 49 / 57 (off); 3e4 149 / 150, 69 / 74; 3.5e4 162 / 154, 79 / 78;
-#: 4e4 207 / 166, 89 / 82; 6e4 293 / 282, 149 / 143.
-LU_LIMIT = 32_000
+#: Mesh-like systems up to this size are factorised, unless their factor would hold more than
+#: ``FILL_LIMIT`` entries per row; others use AMG.
+FACTOR_LIMIT = 300_000
+FILL_LIMIT = 64
 #: Bounds on the CG iterations a reused preconditioner gets before it is rebuilt (within them,
 #: as many as its construction took time).
 REUSE_ITERATIONS = (10, 200)
@@ -142,7 +141,7 @@ class SPDSolver:
         # (On expanders AMG builds dense coarse levels: minutes at 1e6 nodes.)
         self._mesh = mesh_like
         self._preconditioner: sla.LinearOperator | None = None
-        self._factor: qdldl.Solver | None = None
+        self._factor: Cholesky | None = None
         self._built_from: sp.csc_matrix | None = None  # upper triangle of the preconditioner's matrix
         self._setup_seconds = 0.0      # time the current preconditioner took to build
         self._iteration_seconds = 1.0  # time of one CG iteration with it (measured on use)
@@ -152,6 +151,7 @@ class SPDSolver:
         self._probed = False           # whether a hierarchy's convergence rate has been probed
         self._second_pass = False      # whether hierarchies are built with the second pass
         self._aggregate = False        # whether expander systems get an aggregation hierarchy
+        self._dense_fill = False       # whether a factor would fill beyond FILL_LIMIT
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
         n = rhs.size
@@ -188,8 +188,10 @@ class SPDSolver:
         # Each changed row costs CG about one iteration with the old preconditioner: rebuild
         # straight away when that would cost more than rebuilding.
         rebuild = changed * self._iteration_seconds >= self._setup_seconds
-        if self._factor is not None and n <= LU_LIMIT and rebuild:
-            return self._factorise(matrix, rhs, upper, same_pattern)
+        if self._factor is not None and rebuild:
+            y = self._factorise(matrix, rhs, upper)
+            if y is not None:
+                return y
         # As many iterations as a fresh preconditioner would need, plus as many as building one
         # would cost.
         low, high = REUSE_ITERATIONS
@@ -203,8 +205,10 @@ class SPDSolver:
                 # A rebuild would make this same preconditioner: go on with it.
                 return cg(y, self._preconditioner, AMG_ITERATIONS)[0]
             guess, initial = y, residual
-        if n <= LU_LIMIT:
-            return self._factorise(matrix, rhs, upper, same_pattern)
+        if n <= FACTOR_LIMIT and not self._dense_fill:
+            y = self._factorise(matrix, rhs, upper)
+            if y is not None:
+                return y
         if self._hierarchy is not None and rebuild and same_pattern:
             # Rows changed but the pattern did not (clamped variables became identity rows):
             # re-form the coarse levels from the new matrix, keeping the splittings and
@@ -320,19 +324,20 @@ class SPDSolver:
         old, new = fingerprint(done), fingerprint(upper)
         return int(np.count_nonzero((old[0] != new[0]) | (old[1] != new[1]) | (old[2] != new[2]))), False
 
-    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, upper: sp.csc_matrix | None = None,
-                   same_pattern: bool | None = None) -> np.ndarray:
-        """Solve directly by LDL'; refactorise numerically when the pattern is the last one's
-        (``same_pattern``, when the caller has already compared it)."""
+    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, upper: sp.csc_matrix | None = None) -> np.ndarray | None:
+        """Solve directly by sparse Cholesky (:mod:`resgraph.cholesky`), refactorising on the last
+        analysis when the pattern is the last one's; None (and no factorisation from now on)
+        when a large system's factor would fill beyond ``FILL_LIMIT``."""
         began = time.perf_counter()
         upper = _upper_triangle(matrix) if upper is None else upper
-        if same_pattern is None:
-            same_pattern = self._changes(upper)[1]
-        if same_pattern and self._factor is not None:
-            self._factor.update(upper, upper=True)
-        else:
-            # (update() on a different pattern would silently return NaNs: never attempt it.)
-            self._factor = qdldl.Solver(upper, upper=True)
+        if self._factor is None or not self._factor.same_pattern(matrix):
+            factor = Cholesky(matrix)
+            if rhs.size > DIRECT_LIMIT and factor.fill > FILL_LIMIT:
+                self._dense_fill = True
+                self._factor = None
+                return None
+            self._factor = factor
+        self._factor.factorise(matrix)
         self._built_from = upper
         self._preconditioner = _operator(rhs.size, self._factor.solve)
         solving = time.perf_counter()

@@ -1,5 +1,6 @@
-"""The SPD solver of the active-set polish: direct LDL' with numeric refactorisation, reuse of an
-old factor as a CG preconditioner, and the guard against refactorising onto another pattern."""
+"""The SPD solver of the active-set polish: direct Cholesky with numeric refactorisation, reuse of
+an old factor as a CG preconditioner, the guard against refactorising onto another pattern, and
+the multigrid path where a factor would fill too much."""
 import numpy as np
 import scipy.sparse as sp
 
@@ -75,7 +76,7 @@ def test_changes_count_changed_columns_within_and_across_patterns():
 
 def test_refactorisation_after_a_pattern_change_is_fresh():
     """A system whose pattern differs from the factorised one must not reuse its symbolic
-    analysis (QDLDL would return NaNs without complaint)."""
+    analysis."""
     rng = np.random.default_rng(3)
     first = lattice_matrix(18, rng)
     n = first.shape[0]
@@ -95,11 +96,11 @@ def test_refactorisation_after_a_pattern_change_is_fresh():
 
 
 def test_multigrid_path_reuses_and_rebuilds_to_the_requested_accuracy(monkeypatch):
-    """Beyond LU_LIMIT the solver builds an AMG hierarchy, reuses it as CG preconditioner for
+    """Beyond FACTOR_LIMIT the solver builds an AMG hierarchy, reuses it as CG preconditioner for
     systems that differ in a few rows (budget from its measured convergence rate) and rebuilds it
     when many rows changed; every answer meets its tolerance, loose and tight alike."""
     import resgraph.linalg as linalg
-    monkeypatch.setattr(linalg, "LU_LIMIT", 100)
+    monkeypatch.setattr(linalg, "FACTOR_LIMIT", 100)
     rng = np.random.default_rng(4)
     base = lattice_matrix(30, rng)
     n = base.shape[0]
@@ -115,12 +116,33 @@ def test_multigrid_path_reuses_and_rebuilds_to_the_requested_accuracy(monkeypatc
         guess = y
 
 
+def test_a_system_whose_factor_fills_too_much_goes_to_multigrid(monkeypatch):
+    """Past ``DIRECT_LIMIT`` unknowns, a factor with more than ``FILL_LIMIT`` entries per row is
+    not computed: that system and the later ones of the polish take AMG-preconditioned CG."""
+    import resgraph.linalg as linalg
+    rng = np.random.default_rng(8)
+    base = lattice_matrix(30, rng)
+    n = base.shape[0]
+    monkeypatch.setattr(linalg, "FILL_LIMIT", 5)         # a 30 x 30 lattice's factor: about 20
+    solver = SPDSolver(mesh_like=True)
+    for fixed_count in (0, 3):
+        matrix = clamp_rows(base, rng.choice(n, fixed_count, replace=False))
+        rhs = rng.normal(size=n)
+        y = solver.solve(matrix, rhs, np.zeros(n), rtol=1e-12)
+        assert np.linalg.norm(matrix @ y - rhs) <= 1e-12 * np.linalg.norm(rhs)
+        assert solver._factor is None and solver._hierarchy is not None
+    monkeypatch.setattr(linalg, "FILL_LIMIT", 64)
+    fresh = SPDSolver(mesh_like=True)
+    fresh.solve(base, np.ones(n), np.zeros(n))
+    assert fresh._factor is not None and 5 < fresh._factor.fill <= 64
+
+
 def test_every_row_is_balanced_to_rtol_of_a_typical_rows_currents(monkeypatch):
     """The accuracy target is per row: on 1e4 unknowns a 2-norm target relative to the whole
     vector lets single rows keep residuals ~100 times larger (the polish then certified 1e5-node
     circuits whose worst node kept 1e-8 A of a 0.02 A node's currents unbalanced)."""
     import resgraph.linalg as linalg
-    monkeypatch.setattr(linalg, "LU_LIMIT", 100)      # the multigrid-preconditioned CG path
+    monkeypatch.setattr(linalg, "FACTOR_LIMIT", 100)      # the multigrid-preconditioned CG path
     rng = np.random.default_rng(5)
     matrix = lattice_matrix(100, rng)
     n = matrix.shape[0]
@@ -139,7 +161,7 @@ def test_many_clamped_rows_re_form_the_kept_multigrid_hierarchy(monkeypatch):
     the coarse levels are re-formed as Galerkin products of the new matrix, and the answer still
     meets its tolerance. A changed pattern (merged clusters) gets a fresh hierarchy."""
     import resgraph.linalg as linalg
-    monkeypatch.setattr(linalg, "LU_LIMIT", 100)
+    monkeypatch.setattr(linalg, "FACTOR_LIMIT", 100)
     rng = np.random.default_rng(6)
     base = lattice_matrix(40, rng)
     n = base.shape[0]
@@ -174,7 +196,7 @@ def test_multigrid_hierarchy_gets_the_second_pass_where_conductances_span_decade
     probe of the first hierarchy switches to the second coarsening pass, and the answer meets
     its tolerance. A uniform lattice keeps the first settings."""
     import resgraph.linalg as linalg
-    monkeypatch.setattr(linalg, "LU_LIMIT", 100)
+    monkeypatch.setattr(linalg, "FACTOR_LIMIT", 100)
     rng = np.random.default_rng(7)
     uniform, wide = (lattice_matrix(100, rng, decades, anchors=5) for decades in (0.0, 6.0))
     for matrix, slow in ((uniform, False), (wide, True)):
@@ -190,7 +212,7 @@ def test_unchanged_matrix_goes_on_with_its_preconditioner(monkeypatch):
     budget (here forced by an overstated rate) must not rebuild it: a rebuild would make the
     same hierarchy. CG goes on with it to the requested accuracy."""
     import resgraph.linalg as linalg
-    monkeypatch.setattr(linalg, "LU_LIMIT", 100)
+    monkeypatch.setattr(linalg, "FACTOR_LIMIT", 100)
     monkeypatch.setattr(linalg, "REUSE_ITERATIONS", (1, 1))
     rng = np.random.default_rng(8)
     matrix = lattice_matrix(60, rng, anchors=5)
