@@ -87,6 +87,21 @@ def test_any_graph_is_ordered_and_solved(n, edges, seed):
     assert_solves(matrix, rng)
 
 
+@pytest.mark.parametrize("shape", ["lattice", "random", "components"])
+def test_fronts_factorised_on_several_threads(monkeypatch, shape):
+    """Subtrees of the elimination tree dealt to threads, the supernodes above them after: the
+    same answer as one thread (every graph here goes parallel)."""
+    import resgraph.cholesky as cholesky
+    monkeypatch.setattr(cholesky, "PARALLEL_MIN", 1)
+    rng = np.random.default_rng(7)
+    matrix = {"lattice": lambda: lattice(45, rng), "random": lambda: random_graph(2_000, 4_000, rng),
+              "components": lambda: random_graph(2_000, 3_000, rng, components=5)}[shape]()
+    factor = assert_solves(matrix, rng)
+    order = factor._order
+    assert np.array_equal(np.sort(order), np.arange(factor._first.size - 1))    # each front once
+    assert factor._group_ptr.size - 2 == cholesky.nb.get_num_threads()
+
+
 def test_refactorisation_on_the_same_pattern():
     """Clamped rows become identity rows with explicit zeros (as in the polish): the analysis of
     the first matrix serves the second."""
