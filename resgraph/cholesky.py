@@ -20,6 +20,8 @@ is refactorised numerically on the same analysis.
 """
 from __future__ import annotations
 
+import copy
+
 import numba as nb
 import numpy as np
 import scipy.sparse as sp
@@ -220,7 +222,7 @@ def _sort(values, begin, end):
 
 
 @nb.njit(cache=True)
-def _analyse(indptr, indices, perm, first, parent):
+def _analyse(indptr, indices, perm, first, parent, limit):
     """Row patterns of the fronts and where every entry goes. Returns ``(child_ptr, children,
     rows_ptr, rows, relative, destination, factor_ptr)``:
 
@@ -230,7 +232,10 @@ def _analyse(indptr, indices, perm, first, parent):
     - its front is ``m x m`` (column-major, ``m`` its columns and update rows); its first
       columns, its block of the factor, are kept at ``factor_ptr[s]:factor_ptr[s + 1]``;
     - ``destination[t]`` is the offset in its front of the matrix entry ``t`` (``-1`` for one
-      above the diagonal)."""
+      above the diagonal).
+
+    Stops as soon as the factor holds more than ``limit`` entries (``factor_ptr[-1]`` then
+    exceeds it, the rest is not filled in)."""
     n = perm.size
     count = parent.size
     inverse = np.empty(n, np.int64)
@@ -300,6 +305,9 @@ def _analyse(indptr, indices, perm, first, parent):
                 for r in range(rows_ptr[c], rows_ptr[c + 1]):
                     relative[r] = local[rows[r]]
         factor_ptr[s + 1] = factor_ptr[s] + width * m
+        if factor_ptr[s + 1] > limit:
+            factor_ptr[count] = factor_ptr[s + 1]
+            break
     total = rows_ptr[count]
     if relative.size < total:
         relative = np.concatenate((relative, np.empty(total - relative.size, np.int64)))
@@ -517,24 +525,40 @@ class NotPositiveDefinite(ResgraphError):
     """A pivot of the Cholesky factorisation was not positive."""
 
 
+class DenseFill(ResgraphError):
+    """The factor would hold more entries than allowed."""
+
+
 class Cholesky:
     """``L L'`` factorisation of symmetric positive definite CSR matrices of one sparsity pattern
     (both triangles stored, explicit zeros count as entries). Construction orders and analyses
-    the pattern; :meth:`factorise` computes the factor of a matrix with it, :meth:`solve` uses
-    the last one."""
+    the pattern (and tells the factor's size, :attr:`fill`, before any memory is taken for it);
+    :meth:`factorise` computes the factor of a matrix with it, :meth:`solve` uses the last one."""
 
-    def __init__(self, matrix: sp.csr_matrix) -> None:
+    def __init__(self, matrix: sp.csr_matrix, max_fill: float = np.inf) -> None:
+        """Raises :class:`DenseFill` as soon as the analysis finds more than ``max_fill`` factor
+        entries per row."""
         self._indptr, self._indices = matrix.indptr, matrix.indices
+        n = matrix.shape[0]
         self._perm, self._first, parent = _dissect(matrix.indptr, matrix.indices)
+        limit = int(min(max_fill * max(n, 1), 2.0**62))
         (self._child_ptr, self._children, self._rows_ptr, self._rows, self._relative, self._destination,
-         self._factor_ptr) = _analyse(matrix.indptr, matrix.indices, self._perm, self._first, parent)
+         self._factor_ptr) = _analyse(matrix.indptr, matrix.indices, self._perm, self._first, parent, limit)
+        if self._factor_ptr[-1] > limit:
+            raise DenseFill(f"the factor would hold more than {max_fill:g} entries per row")
         groups = nb.get_num_threads() if self._perm.size >= PARALLEL_MIN else 1
-        (self._order, self._group_ptr, self._stack_offset, stack_ptr,
+        (self._order, self._group_ptr, self._stack_offset, self._stack_ptr,
          self._work_ptr) = _schedule(self._first, parent, self._child_ptr, self._children, self._rows_ptr, groups)
-        self._values = np.empty(self._factor_ptr[-1])
-        self._stack = np.empty(stack_ptr[-1])
-        self._work = np.empty(self._work_ptr[-1])
+        self._values = self._stack = self._work = None      # allocated by the first factorise()
         self._factorised = False
+
+    def fresh(self) -> "Cholesky":
+        """A factorisation of this pattern with memory of its own, sharing this one's (read-only)
+        order and analysis."""
+        other = copy.copy(self)
+        other._values = other._stack = other._work = None
+        other._factorised = False
+        return other
 
     @property
     def fill(self) -> float:
@@ -549,6 +573,10 @@ class Cholesky:
         """Factorise ``matrix``, which has the analysed pattern; raises
         :class:`NotPositiveDefinite` naming the row whose pivot is not positive."""
         self._factorised = False
+        if self._values is None:
+            self._values = np.empty(self._factor_ptr[-1])
+            self._stack = np.empty(self._stack_ptr[-1])
+            self._work = np.empty(self._work_ptr[-1])
         common = (matrix.indptr, matrix.data, self._perm, self._first, self._child_ptr, self._children, self._rows_ptr,
                   self._relative, self._destination, self._factor_ptr, self._stack_offset, self._values, self._stack)
         groups = self._group_ptr.size - 2

@@ -32,6 +32,7 @@ from .errors import ColouringError, FloatingNodeError, InfeasibleDiodeError, Kir
 from .forest import Forest, bfs_depth, bfs_depths, greedy_colouring, potentials_along, spanning_forest
 
 if TYPE_CHECKING:
+    from .cholesky import Cholesky
     from .network import Network
 
 #: Relative tolerance for exact-arithmetic checks on source voltages (KVL, diode contradictions).
@@ -108,6 +109,23 @@ class CompiledNetwork:
             return False
         start = int(np.argmax(np.diff(self.sweep.indptr)))
         return bfs_depth(self.sweep.indptr, self.sweep.indices, start) > MESH_DEPTH_FACTOR * np.log2(n)
+
+    @functools.cached_property
+    def cholesky(self) -> "Cholesky | None":
+        """The order and analysis of a sparse Cholesky factorisation of ``q_matrix``'s pattern
+        (:mod:`resgraph.cholesky`), on a mesh-like network that factorises well: at most
+        ``linalg.FACTOR_LIMIT`` variables, at most ``linalg.FILL_LIMIT`` factor entries per
+        row. None otherwise: the polish then solves by multigrid-preconditioned CG. Computed
+        once, on first use, and shared (each polish factorises with :meth:`Cholesky.fresh`)."""
+        from . import linalg
+        from .cholesky import Cholesky, DenseFill
+
+        if not self.mesh_like or self.num_free > linalg.FACTOR_LIMIT:
+            return None
+        try:
+            return Cholesky(self.q_matrix, linalg.FILL_LIMIT)
+        except DenseFill:
+            return None
 
     def potentials(self, x: np.ndarray) -> np.ndarray:
         """Node potentials (volts, ground 0) from free variables ``x``."""

@@ -30,14 +30,14 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
 from .aggregation import AggregationHierarchy
-from .cholesky import Cholesky
+from .cholesky import Cholesky, DenseFill
 from .csr import upper_triangle
 
 #: Systems this small are factorised straight away.
 DIRECT_LIMIT = 300
 #: Mesh-like systems up to this size are factorised, unless their factor would hold more than
 #: ``FILL_LIMIT`` entries per row; others use AMG.
-FACTOR_LIMIT = 300_000
+FACTOR_LIMIT = 1_200_000
 FILL_LIMIT = 64
 #: Bounds on the CG iterations a reused preconditioner gets before it is rebuilt (within them,
 #: as many as its construction took time).
@@ -137,9 +137,13 @@ class SPDSolver:
     times the currents in play at a typical row (root mean square of ``rhs`` or ``diag(A) x``,
     whichever is larger)."""
 
-    def __init__(self, mesh_like: bool) -> None:
+    def __init__(self, mesh_like: bool, factor: Cholesky | None = None, factorise: bool = True) -> None:
+        """``factor``: an analysed factorisation to start from for matrices of its pattern
+        (:attr:`CompiledNetwork.cholesky`); ``factorise=False`` sends mesh systems past
+        ``DIRECT_LIMIT`` to AMG straight away (a network known to fill too much)."""
         # (On expanders AMG builds dense coarse levels: minutes at 1e6 nodes.)
         self._mesh = mesh_like
+        self._analysed = factor
         self._preconditioner: sla.LinearOperator | None = None
         self._factor: Cholesky | None = None
         self._built_from: sp.csc_matrix | None = None  # upper triangle of the preconditioner's matrix
@@ -151,7 +155,7 @@ class SPDSolver:
         self._probed = False           # whether a hierarchy's convergence rate has been probed
         self._second_pass = False      # whether hierarchies are built with the second pass
         self._aggregate = False        # whether expander systems get an aggregation hierarchy
-        self._dense_fill = False       # whether a factor would fill beyond FILL_LIMIT
+        self._dense_fill = not factorise   # whether a factor would fill beyond FILL_LIMIT
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
         n = rhs.size
@@ -331,12 +335,16 @@ class SPDSolver:
         began = time.perf_counter()
         upper = _upper_triangle(matrix) if upper is None else upper
         if self._factor is None or not self._factor.same_pattern(matrix):
-            factor = Cholesky(matrix)
-            if rhs.size > DIRECT_LIMIT and factor.fill > FILL_LIMIT:
-                self._dense_fill = True
+            if self._analysed is not None and self._analysed.same_pattern(matrix):
+                self._factor = self._analysed.fresh()
+            else:
                 self._factor = None
+        if self._factor is None:
+            try:
+                self._factor = Cholesky(matrix, FILL_LIMIT if rhs.size > DIRECT_LIMIT else np.inf)
+            except DenseFill:
+                self._dense_fill = True
                 return None
-            self._factor = factor
         self._factor.factorise(matrix)
         self._built_from = upper
         self._preconditioner = _operator(rhs.size, self._factor.solve)

@@ -97,7 +97,8 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
     total = np.append(c.sweep.total_conductance, 0.0)
     conductance = np.maximum(total[c.diode_anode_var], total[c.diode_cathode_var])
     seen: set[bytes] = set()
-    solver = SPDSolver(c.mesh_like)
+    factor = c.cholesky      # (None on expanders, and on meshes that would fill too much)
+    solver = SPDSolver(c.mesh_like, factor, factorise=factor is not None)
     lam = np.zeros(slack.size)
     prefer = np.zeros(slack.size, bool)
     loose = c.num_free >= LOOSE_MIN_SIZE

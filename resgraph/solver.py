@@ -39,16 +39,22 @@ from .solution import Solution, build_solution
 #: 1.5, 28 ms at 1.9; 1e5: 818 -> 709 ms); on random graphs 1.5 is best (1.9 takes 3x the sweeps).
 DEFAULT_OMEGA = {True: 1.9, False: 1.5}
 #: Checks of coordinate descent before the first polish, even if diodes are still switching, on
-#: mesh-like and on expander-like circuits. Measured on the benchmark circuits (quiet 2-core
-#: machine): 3 -> 30 cut a 1e4-node lattice with conducting clamps from 129 to 59 ms (6 -> 3
-#: active-set solves), a 1e5-node random circuit from 670 to 202 ms, a 1e6-node lattice from 49 to
-#: 25 s; no circuit got slower; 100 gained no more. Since expander systems get the aggregation
-#: multigrid, their polish is cheap enough to start at 15: random stress circuits with
-#: conductances over four decades and thousands of diodes between free nodes need the same
-#: active-set steps from there (1e5-1.2e5 nodes, four circuits: 1.4-2.0 -> 1.3-1.7 s; 3e4-1.2e5
-#: nodes, expander-like stress seeds 0-59: 0-20 % each, 11.7 -> 11.1 s in all; 5e5 nodes:
-#: 10.1-11.7 -> 8.8-11.2 s).
-POLISH_AFTER = {True: 30, False: 15}
+#: meshes whose systems are factorised (:attr:`CompiledNetwork.cholesky`), on other meshes and
+#: on expanders. Measured on the benchmark circuits (quiet 2-core machine): with
+#: AMG-preconditioned or QDLDL solves, 3 -> 30 cut a 1e4-node lattice with conducting clamps from
+#: 129 to 59 ms (6 -> 3 active-set solves), a 1e5-node random circuit from 670 to 202 ms, a
+#: 1e6-node lattice from 49 to 25 s; no circuit got slower; 100 gained no more. With the sparse
+#: Cholesky (:mod:`resgraph.cholesky`) an active-set step costs less, and the best start depends
+#: on the circuit: the benchmark lattices with conducting clamps want 5 (1e4 nodes 20-25 ->
+#: 17-21 ms, 1e5 0.35 -> 0.29 s, 1e6 8.1 -> 5.6 s; 15: 1e6 about 6.4 s), stress meshes with 10-30 %
+#: of their nodes clamped want 15-30 (65e3 nodes, 2e4 clamps: 0.85-0.97 s at 15-30, 1.5 s at 5;
+#: seven stress meshes of 3e4-1.2e5 nodes, in all: 11.2 s at 15, 11.4 s at 30, 12.1 s at 5):
+#: 15. Since expander systems get the aggregation multigrid, their polish is cheap enough to
+#: start at 15 too: random stress circuits with conductances over four decades and thousands of
+#: diodes between free nodes need the same active-set steps from there (1e5-1.2e5 nodes, four
+#: circuits: 1.4-2.0 -> 1.3-1.7 s; 3e4-1.2e5 nodes, expander-like stress seeds 0-59: 0-20 % each,
+#: 11.7 -> 11.1 s in all; 5e5 nodes: 10.1-11.7 -> 8.8-11.2 s).
+POLISH_AFTER = {"factorised": 15, "mesh": 30, "expander": 15}
 #: The coarse step (:mod:`resgraph.coarse`) runs on networks of at least this many free variables;
 #: on smaller ones its fixed cost (about 80 us, 7 sweeps of a 1e3-node lattice) buys nothing
 #: measurable (1e3-node lattice with conducting clamps: 2.3 ms without, 2.6 ms with).
@@ -127,7 +133,10 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
     be = get_backend(backend)
     x = _start(c, warm_start)
     omega = DEFAULT_OMEGA[c.mesh_like] if omega is None else omega
-    polish_after = POLISH_AFTER[c.mesh_like]
+    t0 = time.perf_counter()
+    factorised = polish and c.mesh_like and c.cholesky is not None     # (analysed once per network)
+    timings["analysis"] = time.perf_counter() - t0
+    polish_after = POLISH_AFTER[("factorised" if factorised else "mesh") if c.mesh_like else "expander"]
     sweeps = polishes = 0
     if polish and c.num_free <= DIRECT_START:
         active_tol = _active_tol(x, tol, dtype)

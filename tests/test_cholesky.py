@@ -7,7 +7,7 @@ import scipy.sparse.linalg as sla
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resgraph.cholesky import Cholesky, NotPositiveDefinite, _dissect
+from resgraph.cholesky import Cholesky, DenseFill, NotPositiveDefinite, _dissect
 from resgraph.errors import ResgraphError
 
 
@@ -127,6 +127,16 @@ def test_fill_of_a_lattice_stays_near_nested_dissection():
     31/4 log2(100) ~ 51 entries per row (every separator dense); level-set separators and dense
     leaves must not do worse (a poor order fills hundreds: the band of a row-by-row order, 100)."""
     assert Cholesky(lattice(100, np.random.default_rng(6))).fill < 45
+
+
+def test_analysis_stops_at_the_fill_allowed():
+    """An expander fills its factor: the analysis gives up once past ``max_fill`` entries per row
+    (before any memory is taken for the values), and says so."""
+    matrix = random_graph(3_000, 9_000, np.random.default_rng(9))
+    assert Cholesky(matrix).fill > 100
+    with pytest.raises(DenseFill, match="more than 20 entries per row"):
+        Cholesky(matrix, max_fill=20)
+    assert Cholesky(lattice(30, np.random.default_rng(9)), max_fill=64).fill < 64
 
 
 def test_a_matrix_that_is_not_positive_definite_is_named():
