@@ -4,8 +4,9 @@ The issue asks for 10x OSQP's time at 1e4 nodes; on random graphs resgraph is hu
 faster, on 2-D lattices not. This script measures, in one process on one circuit of
 ``benchmarks/networks.py``, OSQP's whole time (as in ``solve_vs_osqp.py``: compile + to_qp + setup
 + solve), ours, and the pieces any exact method on this machine would need: compiling the network,
-one sparse factorisation of its conductance matrix (QDLDL with its AMD ordering, as the polish
-does; QDLDL's numeric part alone; SciPy's SuperLU), classical AMG (PyAMG: setup, then CG to the
+one sparse factorisation of its conductance matrix (the polish's own Cholesky, its order and
+analysis, numeric part and solve apart; QDLDL, OSQP's LDL', with its AMD ordering, and its
+numeric part alone; SciPy's SuperLU), classical AMG (PyAMG: setup, then CG to the
 polish's accuracy), and one colour sweep. Each figure is the best of ``--repeat`` runs.
 
     python benchmarks/lattice_floor.py                     # 1e4-node lattice, both regimes
@@ -18,12 +19,14 @@ import sys
 import time
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import resgraph as rg  # noqa: E402
 from networks import benchmark_network  # noqa: E402
 from resgraph.backends import get_backend  # noqa: E402
+from resgraph.cholesky import Cholesky  # noqa: E402
 from resgraph.linalg import AMG_FIRST_PASS, AMG_SMOOTHERS, _upper_triangle  # noqa: E402
 from resgraph.solver import DEFAULT_OMEGA  # noqa: E402
 from solve_vs_osqp import run_osqp  # noqa: E402
@@ -56,6 +59,8 @@ def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
     upper = _upper_triangle(q)
     rhs = c.sweep.source
     factor = qdldl.Solver(upper, upper=True)
+    cholesky = Cholesky(q)
+    cholesky.factorise(q)
     be = get_backend("numba")
     graph = c.sweep.astype(np.float64, be.to_device)
     x = c.feasible_start.copy()
@@ -102,6 +107,9 @@ def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
         ("OSQP, whole (compile + to_qp + setup + solve)", best(osqp, repeat)),
         ("resgraph, whole (compile + solve to KKT 1e-9)", best(ours, repeat)),
         ("compile the network", best(compile_only, repeat)),
+        ("resgraph Cholesky: nested-dissection order + analysis", best(clocked(lambda: Cholesky(q)), repeat)),
+        ("resgraph Cholesky: numeric factorisation", best(clocked(lambda: cholesky.factorise(q)), repeat)),
+        ("resgraph Cholesky: solve", best(clocked(lambda: cholesky.solve(rhs)), repeat)),
         ("QDLDL: AMD ordering + factorisation + solve", best(clocked(lambda: qdldl.Solver(upper, upper=True).solve(rhs)), repeat)),
         ("QDLDL: numeric refactorisation only", best(clocked(lambda: factor.update(upper, upper=True)), repeat)),
         ("SuperLU (scipy splu) factorisation + solve", best(clocked(lambda: sla.splu(q.tocsc()).solve(rhs)), repeat)),
@@ -118,6 +126,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     rg.solve(benchmark_network("random", 1000, "on"))          # JIT cache loaded off the clock
+    # One BLAS thread throughout, as inside resgraph.solve (its threads would fight numba's).
+    threadpool_limits(1, user_api="blas")
     for regime in args.regimes:
         rows = pieces(args.size, regime, args.repeat)
         budget = rows[0][1] / 10
