@@ -7,12 +7,14 @@ sides are dissected in turn, and every separator is numbered after both sides. T
 is searched from a pseudo-peripheral vertex (the last one reached from any); each side, from
 its vertex nearest the separator that the search reached first (1e5-node lattice: ordering
 49 -> 32 ms, the factor 4 % larger, than with a pseudo-peripheral search per side). Each
-separator (and each part of at most ``LEAF`` vertices) is one supernode: its columns of the
-factor share one row pattern, stored as a dense block. The numeric factorisation is
+separator (and each part of at most ``LEAF`` vertices, or with no level between two others) is
+one supernode: its columns of the factor share one row pattern, stored as a dense block. The numeric factorisation is
 multifrontal: a supernode's frontal matrix gathers its entries of the matrix and its children's
 update matrices; LAPACK factorises the supernode's columns and BLAS subtracts their product
 from the rest, the update matrix passed on to its parent (on every front, even the smallest:
-1e4-node lattice 2.8 ms, 3.8-7.0 ms with the small ones looped in numba).
+1e4-node lattice 2.8 ms, 3.8-7.0 ms with the small ones looped in numba). Whole subtrees of the
+elimination tree are factorised on numba's threads, the supernodes above them after
+(:func:`_schedule`).
 
 The order and the fronts' row patterns depend only on the sparsity pattern: a matrix with the
 same pattern (the polish's clamped variables are identity rows with explicit zeros, keeping it)
