@@ -19,6 +19,7 @@ import sys
 import time
 
 import numpy as np
+import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +28,7 @@ import resgraph as rg  # noqa: E402
 from networks import benchmark_network  # noqa: E402
 from resgraph.backends import get_backend  # noqa: E402
 from resgraph.cholesky import Cholesky  # noqa: E402
-from resgraph.linalg import AMG_FIRST_PASS, AMG_SMOOTHERS, _upper_triangle  # noqa: E402
+from resgraph.linalg import AMG_FIRST_PASS, AMG_SMOOTHERS  # noqa: E402
 from resgraph.solver import DEFAULT_OMEGA  # noqa: E402
 from solve_vs_osqp import run_osqp  # noqa: E402
 
@@ -56,7 +57,7 @@ def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
     net = benchmark_network("lattice", n, regime)
     c = net.compile()
     q = c.q_matrix.tocsr()
-    upper = _upper_triangle(q)
+    upper = sp.triu(q, format="csc")
     rhs = c.sweep.source
     factor = qdldl.Solver(upper, upper=True)
     cholesky = Cholesky(q)

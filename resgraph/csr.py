@@ -1,7 +1,7 @@
 """CSR kernels: the resistors' pass, a symmetric matrix from its edges, renumbering it and adding
 a diagonal (the compilation); contracting groups of variables (the polish's clusters of conducting
-diodes, the aggregation multigrid's coarse levels), clamping rows and taking the upper triangle
-(the polish's systems).
+diodes, the aggregation multigrid's coarse levels), clamping rows and telling which rows
+changed (the polish's systems).
 
 SciPy's ``A[perm][:, perm]`` plus ``sort_indices`` copies the matrix three times; here one
 parallel pass writes every renumbered row already sorted (1e4-node lattice: 1.05 -> 0.23 ms;
@@ -200,30 +200,36 @@ def clamp_rows(indptr, indices, data, unknown):
     return out
 
 
-@nb.njit(parallel=True, cache=True)
-def upper_triangle(indptr, indices, data):
-    """The upper triangle of a symmetric CSR matrix as CSC arrays (which are the CSR arrays of
-    its lower triangle), explicit zeros kept, index arrays of the input's dtypes. Returns
-    ``(indptr, indices, data)``."""
+@nb.njit(cache=True)
+def changed_lower_rows(indptr, indices, data, old_data):
+    """How many rows of a symmetric CSR matrix hold an entry on or left of the diagonal that
+    differs from ``old_data`` (a matrix of the same pattern): the columns of its upper triangle
+    that changed."""
+    count = 0
+    for i in range(indptr.size - 1):
+        for t in range(indptr[i], indptr[i + 1]):
+            if indices[t] <= i and data[t] != old_data[t]:
+                count += 1
+                break
+    return count
+
+
+@nb.njit(cache=True)
+def lower_row_fingerprints(indptr, indices, data):
+    """Per row of a symmetric CSR matrix, the entries on or left of the diagonal: their count,
+    the sum of their columns and the sum of their values (explicit zeros count). Returns
+    ``(counts, column_sums, value_sums)``."""
     n = indptr.size - 1
-    count = np.zeros(n + 1, np.int64)
-    for i in nb.prange(n):
-        k = 0
+    counts = np.zeros(n, np.int64)
+    columns = np.zeros(n, np.int64)
+    values = np.zeros(n)
+    for i in range(n):
         for t in range(indptr[i], indptr[i + 1]):
             if indices[t] <= i:
-                k += 1
-        count[i + 1] = k
-    ptr = np.cumsum(count).astype(indptr.dtype)
-    out_indices = np.empty(ptr[n], indices.dtype)
-    out_data = np.empty(ptr[n], data.dtype)
-    for i in nb.prange(n):
-        s = ptr[i]
-        for t in range(indptr[i], indptr[i + 1]):
-            if indices[t] <= i:
-                out_indices[s] = indices[t]
-                out_data[s] = data[t]
-                s += 1
-    return ptr, out_indices, out_data
+                counts[i] += 1
+                columns[i] += indices[t]
+                values[i] += data[t]
+    return counts, columns, values
 
 
 @nb.njit(parallel=True, cache=True)

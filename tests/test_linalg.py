@@ -4,7 +4,8 @@ the multigrid path where a factor would fill too much."""
 import numpy as np
 import scipy.sparse as sp
 
-from resgraph.linalg import SPDSolver, _upper_triangle
+from resgraph.csr import changed_lower_rows, lower_row_fingerprints
+from resgraph.linalg import SPDSolver
 
 
 def lattice_matrix(side: int, rng: np.random.Generator, decades: float = 0.0,
@@ -39,11 +40,19 @@ def clamp_rows(matrix: sp.csr_matrix, fixed: np.ndarray) -> sp.csr_matrix:
     return sp.csr_matrix((data, matrix.indices.copy(), matrix.indptr.copy()), shape=(n, n))
 
 
-def test_upper_triangle_keeps_explicit_zeros():
-    matrix = clamp_rows(lattice_matrix(5, np.random.default_rng(0)), np.array([3, 7]))
-    upper = _upper_triangle(matrix)
-    assert upper.nnz == (matrix.nnz + matrix.shape[0]) // 2     # every stored entry, zeros too
-    assert np.array_equal(upper.toarray(), np.triu(matrix.toarray()))
+def test_row_kernels_see_the_upper_triangle_explicit_zeros_included():
+    rng = np.random.default_rng(0)
+    base = lattice_matrix(5, rng)
+    clamped = clamp_rows(base, np.array([3, 7]))
+    upper_base, upper_clamped = np.triu(base.toarray()), np.triu(clamped.toarray())
+    columns_changed = np.count_nonzero(np.any(upper_base != upper_clamped, axis=0))
+    assert changed_lower_rows(clamped.indptr, clamped.indices, clamped.data, base.data) == columns_changed
+    counts, column_sums, value_sums = lower_row_fingerprints(clamped.indptr, clamped.indices, clamped.data)
+    # Explicit zeros count: every stored entry of the clamped rows is still there.
+    assert np.array_equal(counts, np.count_nonzero(np.triu(base.toarray() != 0), axis=0))
+    assert np.allclose(value_sums, upper_clamped.sum(axis=0))
+    rows = np.arange(25)[:, None] * np.ones((1, 25), int)
+    assert np.array_equal(column_sums, np.where(np.triu(base.toarray() != 0), rows, 0).sum(axis=0))
 
 
 def test_sequence_of_clamped_systems_is_solved_exactly():
@@ -66,12 +75,12 @@ def test_changes_count_changed_columns_within_and_across_patterns():
     base = lattice_matrix(20, rng)
     solver = SPDSolver(mesh_like=True)
     solver.solve(base, np.ones(base.shape[0]), np.zeros(base.shape[0]))   # factorises
-    assert solver._changes(_upper_triangle(base)) == (0, True)
+    assert solver._changes(base) == (0, True)
     # Clamping node 5 changes its row and column: in the upper triangle, the entries (4, 5),
     # (5, 5), (5, 6) and (5, 25) of columns 5, 6 and 25.
-    assert solver._changes(_upper_triangle(clamp_rows(base, np.array([5])))) == (3, True)
+    assert solver._changes(clamp_rows(base, np.array([5]))) == (3, True)
     other = (base + sp.csr_matrix(([-0.1, -0.1], ([0, 399], [399, 0])), shape=base.shape)).tocsr()
-    assert solver._changes(_upper_triangle(other)) == (1, False)    # column 399 gained (0, 399)
+    assert solver._changes(other) == (1, False)    # column 399 gained (0, 399)
 
 
 def test_refactorisation_after_a_pattern_change_is_fresh():
@@ -91,7 +100,7 @@ def test_refactorisation_after_a_pattern_change_is_fresh():
     solver.solve(first, np.ones(n), np.zeros(n))
     rhs = rng.normal(size=n)
     y = solver.solve(second, rhs, np.zeros(n))
-    assert solver._changes(_upper_triangle(second)) == (0, True)    # it was factorised afresh
+    assert solver._changes(second) == (0, True)    # it was factorised afresh
     assert np.linalg.norm(second @ y - rhs) <= 1e-10 * np.linalg.norm(rhs)
 
 
