@@ -14,7 +14,7 @@ update matrices; LAPACK factorises the supernode's columns and BLAS subtracts th
 from the rest, the update matrix passed on to its parent (on every front, even the smallest:
 1e4-node lattice 2.8 ms, 3.8-7.0 ms with the small ones looped in numba). Whole subtrees of the
 elimination tree are factorised on numba's threads, the supernodes above them after
-(:func:`_schedule`).
+(:func:`_schedule`); the triangular solves are dealt out the same way.
 
 The order and the fronts' row patterns depend only on the sparsity pattern: a matrix with the
 same pattern (the polish's clamped variables are identity rows with explicit zeros, keeping it)
@@ -486,14 +486,12 @@ def _fronts_in_parallel(order, group_ptr, indptr, data, perm, first, child_ptr, 
 
 
 @nb.njit(cache=True)
-def _substitute(perm, first, rows_ptr, rows, factor_ptr, values, rhs):
-    """``x`` with ``L L' x = rhs`` (in the original numbering)."""
-    n = perm.size
-    count = first.size - 1
-    y = np.empty(n)
-    for p in range(n):
-        y[p] = rhs[perm[p]]
-    for s in range(count):
+def _forward(order, begin, end, first, rows_ptr, rows, factor_ptr, values, y, slot, spill):
+    """Forward substitution ``L y = b`` over the supernodes ``order[begin:end]`` (children
+    first), in place in ``y`` (positions in the elimination order); an update to a position
+    with ``slot >= 0`` (one above this thread's subtrees) is collected in ``spill[slot]``."""
+    for i in range(begin, end):
+        s = order[i]
         lo, hi = first[s], first[s + 1]
         width = hi - lo
         update = rows[rows_ptr[s]:rows_ptr[s + 1]]
@@ -504,8 +502,19 @@ def _substitute(perm, first, rows_ptr, rows, factor_ptr, values, rhs):
             for r in range(j + 1, width):
                 y[lo + r] -= block[j, r] * yj
             for r in range(update.size):
-                y[update[r]] -= block[j, width + r] * yj
-    for s in range(count - 1, -1, -1):
+                q = update[r]
+                if slot[q] < 0:
+                    y[q] -= block[j, width + r] * yj
+                else:
+                    spill[slot[q]] -= block[j, width + r] * yj
+
+
+@nb.njit(cache=True)
+def _backward(order, begin, end, first, rows_ptr, rows, factor_ptr, values, y):
+    """Backward substitution ``L' x = y`` over the supernodes ``order[begin:end]``, parents
+    first (``order`` read backwards), in place in ``y``."""
+    for i in range(end - 1, begin - 1, -1):
+        s = order[i]
         lo, hi = first[s], first[s + 1]
         width = hi - lo
         update = rows[rows_ptr[s]:rows_ptr[s + 1]]
@@ -517,10 +526,23 @@ def _substitute(perm, first, rows_ptr, rows, factor_ptr, values, rhs):
             for r in range(update.size):
                 total -= block[j, width + r] * y[update[r]]
             y[lo + j] = total / block[j, j]
-    x = np.empty(n)
-    for p in range(n):
-        x[perm[p]] = y[p]
-    return x
+
+
+@nb.njit(parallel=True, cache=True)
+def _forward_in_parallel(order, group_ptr, first, rows_ptr, rows, factor_ptr, values, y, slot, spill):
+    """:func:`_forward` of every group but the last, one thread each, each collecting its
+    updates of the supernodes above in its row of ``spill``. (Called from Python only.)"""
+    groups = group_ptr.size - 2
+    spill[:] = 0.0
+    for g in nb.prange(groups):
+        _forward(order, group_ptr[g], group_ptr[g + 1], first, rows_ptr, rows, factor_ptr, values, y, slot, spill[g])
+
+
+@nb.njit(parallel=True, cache=True)
+def _backward_in_parallel(order, group_ptr, first, rows_ptr, rows, factor_ptr, values, y):
+    """:func:`_backward` of every group but the last, one thread each. (Called from Python only.)"""
+    for g in nb.prange(group_ptr.size - 2):
+        _backward(order, group_ptr[g], group_ptr[g + 1], first, rows_ptr, rows, factor_ptr, values, y)
 
 
 class NotPositiveDefinite(ResgraphError):
@@ -551,6 +573,15 @@ class Cholesky:
         groups = nb.get_num_threads() if self._perm.size >= PARALLEL_MIN else 1
         (self._order, self._group_ptr, self._stack_offset, self._stack_ptr,
          self._work_ptr) = _schedule(self._first, parent, self._child_ptr, self._children, self._rows_ptr, groups)
+        # The positions of the supernodes above the threads' subtrees, and each one's slot in the
+        # threads' rows of ``spill`` (where their forward updates to those wait).
+        above = self._order[self._group_ptr[groups]:]
+        lengths = self._first[above + 1] - self._first[above]
+        self._above = np.repeat(self._first[above] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+        self._no_slot = np.full(n, -1, np.int64)
+        self._slot = self._no_slot.copy()
+        self._slot[self._above] = np.arange(self._above.size)
+        self._spill = np.empty((max(groups, 1), self._above.size))
         self._values = self._stack = self._work = None      # allocated by the first factorise()
         self._factorised = False
 
@@ -559,6 +590,7 @@ class Cholesky:
         order and analysis."""
         other = copy.copy(self)
         other._values = other._stack = other._work = None
+        other._spill = np.empty_like(self._spill)
         other._factorised = False
         return other
 
@@ -595,8 +627,23 @@ class Cholesky:
         self._factorised = True
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
-        """``x`` with ``A x = rhs`` for the matrix last factorised."""
+        """``x`` with ``A x = rhs`` for the matrix last factorised. On several threads as the
+        factorisation: each thread's subtrees, forward, then the supernodes above, forward and
+        backward, then the subtrees again, backward (benchmark lattices, 2 threads, against one:
+        1e4 nodes 0.52 -> 0.40 ms, 1e5 11.4 -> 7.2 ms, 1e6 149 -> 94 ms)."""
         if not self._factorised:
             raise ResgraphError("no matrix has been factorised")
-        return _substitute(self._perm, self._first, self._rows_ptr, self._rows, self._factor_ptr, self._values,
-                           np.ascontiguousarray(rhs, np.float64))
+        y = np.ascontiguousarray(rhs, np.float64)[self._perm]
+        common = (self._first, self._rows_ptr, self._rows, self._factor_ptr, self._values)
+        groups = self._group_ptr.size - 2
+        begin = self._group_ptr[groups] if groups > 1 else 0       # (one thread: every supernode)
+        if groups > 1:
+            _forward_in_parallel(self._order, self._group_ptr, *common, y, self._slot, self._spill)
+            y[self._above] += self._spill.sum(axis=0)
+        _forward(self._order, begin, self._group_ptr[-1], *common, y, self._no_slot, self._spill[0])
+        _backward(self._order, begin, self._group_ptr[-1], *common, y)
+        if groups > 1:
+            _backward_in_parallel(self._order, self._group_ptr, *common, y)
+        x = np.empty_like(y)
+        x[self._perm] = y
+        return x

@@ -89,8 +89,9 @@ def test_any_graph_is_ordered_and_solved(n, edges, seed):
 
 @pytest.mark.parametrize("shape", ["lattice", "random", "components"])
 def test_fronts_factorised_on_several_threads(monkeypatch, shape):
-    """Subtrees of the elimination tree dealt to threads, the supernodes above them after: the
-    same answer as one thread (every graph here goes parallel)."""
+    """Subtrees of the elimination tree dealt to threads, the supernodes above them after, in the
+    factorisation and in both substitutions: the same answer as one thread (every graph here goes
+    parallel)."""
     import resgraph.cholesky as cholesky
     monkeypatch.setattr(cholesky, "PARALLEL_MIN", 1)
     rng = np.random.default_rng(7)
@@ -100,6 +101,10 @@ def test_fronts_factorised_on_several_threads(monkeypatch, shape):
     order = factor._order
     assert np.array_equal(np.sort(order), np.arange(factor._first.size - 1))    # each front once
     assert factor._group_ptr.size - 2 == cholesky.nb.get_num_threads()
+    if cholesky.nb.get_num_threads() > 1 and shape != "components":
+        # The threads' forward updates of the supernodes above were collected apart (separate
+        # components leave none above).
+        assert factor._above.size > 0 and np.all(factor._slot[factor._above] >= 0)
 
 
 def test_refactorisation_on_the_same_pattern():
