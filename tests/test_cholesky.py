@@ -49,6 +49,10 @@ def assert_solves(matrix: sp.csr_matrix, rng: np.random.Generator) -> Cholesky:
     reference = sla.spsolve(matrix.tocsc(), rhs)
     assert np.abs(matrix @ x - rhs).max() <= 1e-11 * np.abs(matrix).max() * max(np.abs(x).max(), 1.0)
     np.testing.assert_allclose(x, reference, rtol=1e-8, atol=1e-10 * np.abs(reference).max())
+    # The dissection's running count of the factor's entries never passes the analysis' own:
+    # a factor exactly at the limit allowed is accepted.
+    n = max(matrix.shape[0], 1)
+    assert Cholesky(matrix, max_fill=(factor.fill * n + 0.5) / n).fill == factor.fill
     return factor
 
 
@@ -80,7 +84,8 @@ def test_dense_matrix_and_empty_graph():
 def test_any_graph_is_ordered_and_solved(n, edges, seed):
     rng = np.random.default_rng(seed)
     matrix = random_graph(n, edges, rng, components=1 + seed % 3 if n >= 3 else 1)
-    perm, first, parent = _dissect(matrix.indptr, matrix.indices)
+    perm, first, parent, complete = _dissect(matrix.indptr, matrix.indices, 2**62)
+    assert complete
     assert np.array_equal(np.sort(perm), np.arange(n))              # an order of every row
     assert first[0] == 0 and first[-1] == n and np.all(np.diff(first) > 0)
     assert np.all((parent == -1) | (parent > np.arange(parent.size)))   # children first
@@ -135,12 +140,14 @@ def test_fill_of_a_lattice_stays_near_nested_dissection():
 
 
 def test_analysis_stops_at_the_fill_allowed():
-    """An expander fills its factor: the analysis gives up once past ``max_fill`` entries per row
-    (before any memory is taken for the values), and says so."""
+    """An expander fills its factor: the order and analysis give up once past ``max_fill``
+    entries per row (before any memory is taken for the values), and say so."""
     matrix = random_graph(3_000, 9_000, np.random.default_rng(9))
     assert Cholesky(matrix).fill > 100
     with pytest.raises(DenseFill, match="more than 20 entries per row"):
         Cholesky(matrix, max_fill=20)
+    # The dissection counts the separators' fronts and stops before the order is done.
+    assert not _dissect(matrix.indptr, matrix.indices, 20 * 3_000)[3]
     assert Cholesky(lattice(30, np.random.default_rng(9)), max_fill=64).fill < 64
 
 
