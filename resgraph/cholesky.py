@@ -71,43 +71,19 @@ def _bfs(indptr, indices, start, label, mark, seen, stamp, level, queue):
 
 
 @nb.njit(cache=True)
-def _dissect(indptr, indices, limit):
-    """Nested-dissection order of the symmetric pattern ``(indptr, indices)``.
+def _dissect_parts(indptr, indices, limit, stack, depth, stop, verts, mark, seen, level, queue, spare, perm,
+                   created_first, created_parent, state):
+    """Dissect the parts waiting on ``stack[:depth]`` (the top first) until none is left, or
+    until ``stop`` (if positive) are waiting, or the factor's count passes ``limit``. Returns
+    how many are left waiting.
 
-    Returns ``(perm, first, parent, complete)``: ``perm[p]`` is the vertex eliminated
-    ``p``-th; supernode ``s`` holds positions ``first[s]:first[s + 1]`` and its parent is
-    ``parent[s]`` (-1 for a root). Supernodes are numbered in postorder: every child before its
-    parent.
-
-    The factor's size is counted on the way: a connected part's separator of ``w`` vertices is
-    a supernode whose front also has a row for every numbered separator vertex next to the part
-    (all are reached through the part), ``w * (w + boundary)`` entries; a leaf part counts
-    ``w * w``, at least its own. Once they pass ``limit`` the dissection stops and ``complete``
-    is False (the rest is not filled in): 5e5-node meshes with long wires are refused in 0.06-0.10
-    s, where the whole order and the analysis took 0.37-0.45 s."""
-    n = indptr.size - 1
-    perm = np.empty(n, np.int64)
-    verts = np.arange(n)
-    mark = np.zeros(n, np.int64)
-    seen = np.full(n, -1, np.int64)
-    level = np.empty(n, np.int64)
-    queue = np.empty(n, np.int64)
-    spare = np.empty(n, np.int64)
-    # Parts still to dissect: (start in verts, length, parent supernode, label, a vertex to
-    # search from or -1).
-    stack = np.empty((n + 1, 5), np.int64)
-    stack[0] = (0, n, -1, 0, -1)
-    depth = 1
-    created_first = np.empty(n + 1, np.int64)
-    created_parent = np.empty(n + 1, np.int64)
-    count = 0
-    labels = 0
-    stamp = 0
-    next_pos = n
-    least = 0       # factor entries of the supernodes so far, at least
-    while depth > 0:
-        if least > limit:
-            return perm, created_first[:1], created_parent[:0], False
+    A part is ``(start in verts, length, parent supernode, label, a vertex to search from or
+    -1)``. Supernodes are created parents first into ``created_first`` (their first position)
+    and ``created_parent`` (the part's parent, as on the stack); ``state`` holds, and is left
+    holding, ``(supernodes created, labels used, search stamp, next free position + 1, factor
+    entries counted)``. ``queue`` and ``spare`` need room for the largest part only."""
+    count, labels, stamp, next_pos, least = state[0], state[1], state[2], state[3], state[4]
+    while depth > 0 and (stop <= 0 or depth < stop) and least <= limit:
         depth -= 1
         start, length, parent, label, hint = stack[depth]
         if length == 0:
@@ -219,15 +195,118 @@ def _dissect(indptr, indices, limit):
         stack[depth + 1] = (start + near, far, count, labels, far_hint)
         depth += 2
         count += 1
-    # Created parents first, at decreasing positions: reversed, children come first.
-    first = np.empty(count + 1, np.int64)
-    parent = np.empty(count, np.int64)
-    for s in range(count):
-        k = count - 1 - s
-        first[s] = created_first[k]
-        parent[s] = -1 if created_parent[k] < 0 else count - 1 - created_parent[k]
-    first[count] = n
-    return perm, first, parent, least <= limit
+    state[0], state[1], state[2], state[3], state[4] = count, labels, stamp, next_pos, least
+    return depth
+
+
+@nb.njit(parallel=True, cache=True)
+def _dissect_in_parallel(indptr, indices, limit, waiting, bucket_ptr, buckets, verts, mark, level, queue, spare, perm,
+                         created_first, created_parent, created_ptr, states):
+    """:func:`_dissect_parts` of the parts in ``waiting``, a bucket of them on each thread
+    (``buckets[bucket_ptr[b]:bucket_ptr[b + 1]]``), each from the state given in ``states``
+    and creating its supernodes at ``created_ptr``. The searches on each thread have their
+    own stamps (the separator vertices around two parts are stamped by both). (Called from
+    Python only.)"""
+    n = indptr.size - 1
+    for b in nb.prange(bucket_ptr.size - 1):
+        seen = np.full(n, -1, np.int64)
+        for i in range(bucket_ptr[b], bucket_ptr[b + 1]):
+            k = buckets[i]
+            start, length = waiting[k, 0], waiting[k, 1]
+            stack = np.empty((length + 2, 5), np.int64)
+            stack[0] = waiting[k]
+            lo, hi = created_ptr[k], created_ptr[k + 1]
+            _dissect_parts(indptr, indices, limit, stack, 1, 0, verts, mark, seen, level, queue[start:start + length],
+                           spare[start:start + length], perm, created_first[lo:hi], created_parent[lo:hi], states[k])
+
+
+@nb.njit(cache=True)
+def _postorder(created_first, created_parent, created_ptr, counts, n):
+    """``(first, parent)`` of the supernodes created in runs ``created_first[created_ptr[r]:]
+    [:counts[r]]``, numbered in the order a single run would have created them, reversed (every
+    child then comes before its parent). A parent ``p >= 0`` in a run is the run's ``p``-th
+    supernode, one below it is ``-2 - p``, the ``p``-th of all (or none: -1)."""
+    total = counts.sum()
+    first = np.empty(total + 1, np.int64)
+    parent = np.empty(total, np.int64)
+    k = 0
+    for r in range(counts.size):
+        for i in range(counts[r]):
+            code = created_parent[created_ptr[r] + i]
+            s = total - 1 - k                   # reversed
+            first[s] = created_first[created_ptr[r] + i]
+            made = k - i + code if code >= 0 else -2 - code
+            parent[s] = -1 if made < 0 else total - 1 - made
+            k += 1
+    first[total] = n
+    return first, parent
+
+
+def _dissect(indptr: np.ndarray, indices: np.ndarray, limit: int,
+             threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Nested-dissection order of the symmetric pattern ``(indptr, indices)``.
+
+    Returns ``(perm, first, parent, complete)``: ``perm[p]`` is the vertex eliminated
+    ``p``-th; supernode ``s`` holds positions ``first[s]:first[s + 1]`` and its parent is
+    ``parent[s]`` (-1 for a root). Supernodes are numbered in postorder: every child before its
+    parent. With several ``threads``, once the first cuts leave twice as many parts, they are
+    dissected on the threads (the same order as on one).
+
+    The factor's size is counted on the way: a connected part's separator of ``w`` vertices is
+    a supernode whose front also has a row for every numbered separator vertex next to the part
+    (all are reached through the part), ``w * (w + boundary)`` entries; a leaf part counts
+    ``w * w``, at least its own. Once they pass ``limit`` the dissection stops and ``complete``
+    is False (the rest is not filled in): 5e5-node meshes with long wires are refused in 0.06-0.10
+    s, where the whole order and the analysis took 0.37-0.45 s."""
+    n = indptr.size - 1
+    perm = np.empty(n, np.int64)
+    verts = np.arange(n)
+    mark = np.zeros(n, np.int64)
+    level = np.empty(n, np.int64)
+    queue = np.empty(n, np.int64)
+    spare = np.empty(n, np.int64)
+    stack = np.empty((n + 1, 5), np.int64)
+    stack[0] = (0, n, -1, 0, -1)
+    created_first = np.empty(n + 1, np.int64)
+    created_parent = np.empty(n + 1, np.int64)
+    state = np.array([0, 0, 0, n, 0], np.int64)
+    # On several threads, the first cuts (each of the part on top: one thread's order) go on
+    # until twice as many parts wait, so that they can be shared out evenly (cuts leave 30-70 %
+    # on either side).
+    depth = _dissect_parts(indptr, indices, limit, stack, 1, 2 * threads if threads > 1 else 0, verts, mark,
+                           np.full(n, -1, np.int64), level, queue, spare, perm, created_first, created_parent, state)
+    created_ptr, counts = np.array([0, n + 1]), state[:1].copy()
+    if depth > 0 and state[4] <= limit:
+        # The parts waiting, top of the stack first (as one thread would take them): each gets
+        # the positions, labels and room for supernodes it would use, and refers to its parent
+        # as one created below it.
+        waiting = stack[:depth][::-1].copy()
+        lengths = waiting[:, 1]
+        waiting[:, 2] = -2 - waiting[:, 2]
+        created_ptr = np.r_[0, n + 1, n + 1 + np.cumsum(lengths + 1)]
+        states = np.zeros((depth, 5), np.int64)
+        states[:, 1] = state[1] + 2 * (n + 1) * np.arange(1, depth + 1)
+        states[:, 2] = 2 * (n + 1) * np.arange(depth)
+        states[:, 3] = state[3] - np.r_[0, np.cumsum(lengths)[:-1]]
+        states[:, 4] = state[4]
+        created_first = np.r_[created_first, np.empty(created_ptr[-1] - n - 1, np.int64)]
+        created_parent = np.r_[created_parent, np.empty(created_ptr[-1] - n - 1, np.int64)]
+        # Largest first, each to the least loaded thread.
+        load = np.zeros(threads)
+        bucket_of = np.empty(depth, np.int64)
+        for k in np.argsort(-lengths, kind="stable"):
+            bucket_of[k] = np.argmin(load)
+            load[bucket_of[k]] += lengths[k]
+        buckets = np.argsort(bucket_of, kind="stable")
+        bucket_ptr = np.searchsorted(bucket_of[buckets], np.arange(threads + 1))
+        _dissect_in_parallel(indptr, indices, limit, waiting, bucket_ptr, buckets, verts, mark, level, queue, spare,
+                             perm, created_first, created_parent, created_ptr[1:], states)
+        counts = np.r_[counts, states[:, 0]]
+        state[4] += (states[:, 4] - state[4]).sum()
+    if state[4] > limit:
+        return perm, np.zeros(1, np.int64), np.zeros(0, np.int64), False
+    first, parent = _postorder(created_first, created_parent, created_ptr, counts, n)
+    return perm, first, parent, True
 
 
 @nb.njit(cache=True)
@@ -587,24 +666,24 @@ class Cholesky:
         self._indptr, self._indices = matrix.indptr, matrix.indices
         n = matrix.shape[0]
         limit = int(min(max_fill * max(n, 1), 2.0**62))
-        self._perm, self._first, parent, complete = _dissect(matrix.indptr, matrix.indices, limit)
+        threads = nb.get_num_threads() if n >= PARALLEL_MIN else 1
+        self._perm, self._first, parent, complete = _dissect(matrix.indptr, matrix.indices, limit, threads)
         if complete:
             (self._child_ptr, self._children, self._rows_ptr, self._rows, self._relative, self._destination,
              self._factor_ptr) = _analyse(matrix.indptr, matrix.indices, self._perm, self._first, parent, limit)
         if not complete or self._factor_ptr[-1] > limit:
             raise DenseFill(f"the factor would hold more than {max_fill:g} entries per row")
-        groups = nb.get_num_threads() if self._perm.size >= PARALLEL_MIN else 1
         (self._order, self._group_ptr, self._stack_offset, self._stack_ptr,
-         self._work_ptr) = _schedule(self._first, parent, self._child_ptr, self._children, self._rows_ptr, groups)
+         self._work_ptr) = _schedule(self._first, parent, self._child_ptr, self._children, self._rows_ptr, threads)
         # The positions of the supernodes above the threads' subtrees, and each one's slot in the
         # threads' rows of ``spill`` (where their forward updates to those wait).
-        above = self._order[self._group_ptr[groups]:]
+        above = self._order[self._group_ptr[threads]:]
         lengths = self._first[above + 1] - self._first[above]
         self._above = np.repeat(self._first[above] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
         self._no_slot = np.full(n, -1, np.int64)
         self._slot = self._no_slot.copy()
         self._slot[self._above] = np.arange(self._above.size)
-        self._spill = np.empty((max(groups, 1), self._above.size))
+        self._spill = np.empty((threads, self._above.size))
         self._values = self._stack = self._work = None      # allocated by the first factorise()
         self._factorised = False
 

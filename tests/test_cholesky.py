@@ -84,7 +84,7 @@ def test_dense_matrix_and_empty_graph():
 def test_any_graph_is_ordered_and_solved(n, edges, seed):
     rng = np.random.default_rng(seed)
     matrix = random_graph(n, edges, rng, components=1 + seed % 3 if n >= 3 else 1)
-    perm, first, parent, complete = _dissect(matrix.indptr, matrix.indices, 2**62)
+    perm, first, parent, complete = _dissect(matrix.indptr, matrix.indices, 2**62, 1 + seed % 2)
     assert complete
     assert np.array_equal(np.sort(perm), np.arange(n))              # an order of every row
     assert first[0] == 0 and first[-1] == n and np.all(np.diff(first) > 0)
@@ -110,6 +110,21 @@ def test_fronts_factorised_on_several_threads(monkeypatch, shape):
         # The threads' forward updates of the supernodes above were collected apart (separate
         # components leave none above).
         assert factor._above.size > 0 and np.all(factor._slot[factor._above] >= 0)
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_dissection_on_several_threads_gives_the_one_thread_order(threads):
+    """The parts left by the first cuts, dissected on threads, numbered as one thread would."""
+    rng = np.random.default_rng(11)
+    for matrix in (lattice(60, rng), random_graph(3_000, 6_000, rng), random_graph(3_000, 2_500, rng, components=5),
+                   random_graph(400, 300, rng), lattice(3, rng)):
+        one = _dissect(matrix.indptr, matrix.indices, 2**62, 1)
+        several = _dissect(matrix.indptr, matrix.indices, 2**62, threads)
+        for a, b in zip(one, several):
+            assert np.array_equal(a, b)
+        # A limit below the supernodes' own blocks is refused on threads too.
+        limit = int(np.diff(one[1]).astype(float) @ np.diff(one[1])) // 2
+        assert not _dissect(matrix.indptr, matrix.indices, limit, threads)[3]
 
 
 def test_refactorisation_on_the_same_pattern():
