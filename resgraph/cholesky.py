@@ -11,8 +11,8 @@ separator (and each part of at most ``LEAF`` vertices, or with no level between 
 one supernode: its columns of the factor share one row pattern, stored as a dense block. The numeric factorisation is
 multifrontal: a supernode's frontal matrix gathers its entries of the matrix and its children's
 update matrices; LAPACK factorises the supernode's columns and BLAS subtracts their product
-from the rest, the update matrix passed on to its parent (on every front, even the smallest:
-1e4-node lattice 2.8 ms, 3.8-7.0 ms with the small ones looped in numba). Whole subtrees of the
+from the rest, the update matrix passed on to its parent (where threads work side by side, loops
+do that on fronts of up to ``SMALL_FRONT`` rows). Whole subtrees of the
 elimination tree are factorised on numba's threads, the supernodes above them after
 (:func:`_schedule`); the triangular solves are dealt out the same way.
 
@@ -37,6 +37,15 @@ LEAF = 16
 #: lattice, 2 threads: 3.2 -> 2.0 ms; 1e5: 46 -> 36 ms; BLAS itself gains little from threads
 #: on fronts this size).
 PARALLEL_MIN = 5_000
+#: Fronts of at most this many rows factorised on the threads side by side are factorised by
+#: loops (:func:`_factor_small_front`) instead of LAPACK and BLAS, whose small calls from two
+#: threads at once cost 2-3x what they cost from one here (OpenBLAS; 1e4-node lattice: the 958
+#: fronts of 17-32 rows took 1.2 of the 2.4 ms of a factorisation); a thread alone keeps BLAS
+#: for every front (the loops are 10 % slower there). Benchmark lattices with conducting
+#: clamps, numeric factorisation on 2 threads, BLAS everywhere -> loops up to 32 / 48 / 64 / 96
+#: rows (best of 21, 21, 5, interleaved): 1e4 nodes 2.6 -> 2.0 / 1.9 / 2.2 / 2.4 ms, 1e5 33 ->
+#: 30 / 29 / 32 / 35 ms, 1e6 0.47 -> 0.45 / 0.45 / 0.47 / 0.49 s.
+SMALL_FRONT = 48
 #: The separator is the thinnest breadth-first level leaving at least this share of the part on
 #: either side.
 BALANCE = 0.3
@@ -515,11 +524,37 @@ def _blas_arguments():
 
 
 @nb.njit(cache=True)
-def _factor_front(work, m, width, flags, numbers, signs):
+def _factor_small_front(work, m, width):
+    """:func:`_factor_front` by loops, column by column (right-looking). Returns the column
+    (from 1) whose pivot is not positive, or 0."""
+    for k in range(width):
+        column = k * m
+        pivot = work[column + k]
+        if not pivot > 0.0:
+            return k + 1
+        root = np.sqrt(pivot)
+        work[column + k] = root
+        inverse = 1.0 / root
+        for i in range(k + 1, m):
+            work[column + i] *= inverse
+        for j in range(k + 1, m):
+            factor = work[column + j]
+            target = j * m
+            for i in range(j, m):
+                work[target + i] -= work[column + i] * factor
+    return 0
+
+
+@nb.njit(cache=True)
+def _factor_front(work, m, width, flags, numbers, signs, small):
     """Factorise the first ``width`` columns of the ``m x m`` front in ``work`` (column-major,
     lower triangle) and subtract their product from the rest (its Schur complement): LAPACK and
-    BLAS. Returns LAPACK's ``info`` (0, or the column whose pivot is not positive)."""
+    BLAS, or loops for fronts of at most ``small`` rows. Returns LAPACK's ``info`` (0, or the
+    column whose pivot is not positive), also left in ``numbers[3]``."""
     numbers[0], numbers[1], numbers[2], numbers[3] = width, m, m - width, 0
+    if m <= small:
+        numbers[3] = _factor_small_front(work, m, width)
+        return numbers[3]
     lower, right, transpose, plain = address(flags[0:]), address(flags[1:]), address(flags[2:]), address(flags[3:])
     dpotrf(lower, address(numbers[0:]), address(work), address(numbers[1:]), address(numbers[3:]))
     if numbers[3] != 0 or m == width:
@@ -534,7 +569,7 @@ def _factor_front(work, m, width, flags, numbers, signs):
 
 @nb.njit(cache=True)
 def _fronts(order, begin, end, indptr, data, perm, first, child_ptr, children, rows_ptr, relative, destination,
-            factor_ptr, stack_offset, values, stack, work):
+            factor_ptr, stack_offset, values, stack, work, small):
     """Factorise the fronts of supernodes ``order[begin:end]`` (see :func:`_analyse` and
     :func:`_schedule`) into ``values``, in ``work``. Returns -1, or the position of a pivot that
     is not positive."""
@@ -563,7 +598,7 @@ def _fronts(order, begin, end, indptr, data, perm, first, child_ptr, children, r
                 row = relative[at + r] * m
                 for j in range(r, cs):
                     front[row + relative[at + j]] += stack[base + r * cs + j]
-        if _factor_front(front, m, width, flags, numbers, signs) != 0:
+        if _factor_front(front, m, width, flags, numbers, signs, small) != 0:
             return lo + numbers[3] - 1
         values[factor_ptr[s]:factor_ptr[s + 1]] = front[:width * m]
         base = stack_offset[s]
@@ -582,7 +617,7 @@ def _fronts_in_parallel(order, group_ptr, indptr, data, perm, first, child_ptr, 
     for g in nb.prange(groups):
         failed[g] = _fronts(order, group_ptr[g], group_ptr[g + 1], indptr, data, perm, first, child_ptr, children,
                             rows_ptr, relative, destination, factor_ptr, stack_offset, values, stack,
-                            work[work_ptr[g]:work_ptr[g + 1]])
+                            work[work_ptr[g]:work_ptr[g + 1]], SMALL_FRONT)
     return failed.max()
 
 
@@ -718,12 +753,12 @@ class Cholesky:
         groups = self._group_ptr.size - 2
         if groups == 1:
             # One thread: every front in turn (the last group, of supernodes above, is empty).
-            failed = _fronts(self._order, 0, self._group_ptr[-1], *common, self._work)
+            failed = _fronts(self._order, 0, self._group_ptr[-1], *common, self._work, 0)
         else:
             failed = _fronts_in_parallel(self._order, self._group_ptr, *common, self._work, self._work_ptr)
             if failed < 0:
                 failed = _fronts(self._order, self._group_ptr[groups], self._group_ptr[-1], *common,
-                                 self._work[self._work_ptr[groups]:])
+                                 self._work[self._work_ptr[groups]:], 0)
         if failed >= 0:
             raise NotPositiveDefinite(f"the matrix is not positive definite: pivot of row {self._perm[failed]}")
         self._factorised = True

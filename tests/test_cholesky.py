@@ -166,6 +166,19 @@ def test_analysis_stops_at_the_fill_allowed():
     assert Cholesky(lattice(30, np.random.default_rng(9)), max_fill=64).fill < 64
 
 
+def test_a_pivot_that_is_not_positive_is_named_on_several_threads(monkeypatch):
+    """A small front factorised by loops on a thread (not by LAPACK) finds it too."""
+    import resgraph.cholesky as cholesky
+    monkeypatch.setattr(cholesky, "PARALLEL_MIN", 1)
+    matrix = lattice(30, np.random.default_rng(12)).tolil()
+    matrix[417, 417] = -1.0
+    matrix = matrix.tocsr()
+    factor = Cholesky(matrix)
+    assert factor._group_ptr.size - 2 == cholesky.nb.get_num_threads()
+    with pytest.raises(NotPositiveDefinite, match="pivot of row 417"):
+        factor.factorise(matrix)
+
+
 def test_a_matrix_that_is_not_positive_definite_is_named():
     matrix = sp.csr_matrix(np.array([[2.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, -5.0]]))
     factor = Cholesky(matrix)
