@@ -374,6 +374,15 @@ def _analyse(indptr, indices, perm, first, parent, limit):
     for s in range(count):
         lo, hi = first[s], first[s + 1]
         begin = rows_ptr[s]
+        # Room for every candidate row, made before the loops below: an array replaced inside
+        # them costs numba a reference count on every pass (1e4-node lattice: 1.47 -> 0.80 ms).
+        most = 0
+        for p in range(lo, hi):
+            most += indptr[perm[p] + 1] - indptr[perm[p]]
+        for t in range(child_ptr[s], child_ptr[s + 1]):
+            most += rows_ptr[children[t] + 1] - rows_ptr[children[t]]
+        if begin + most > rows.size:
+            rows = np.concatenate((rows, np.empty(max(rows.size, begin + most - rows.size), np.int64)))
         end = begin
         for p in range(lo, hi):
             v = perm[p]
@@ -381,8 +390,6 @@ def _analyse(indptr, indices, perm, first, parent, limit):
                 q = inverse[indices[t]]
                 if q >= hi and marker[q] != s:
                     marker[q] = s
-                    if end == rows.size:
-                        rows = np.concatenate((rows, np.empty(rows.size, np.int64)))
                     rows[end] = q
                     end += 1
         for t in range(child_ptr[s], child_ptr[s + 1]):
@@ -391,8 +398,6 @@ def _analyse(indptr, indices, perm, first, parent, limit):
                 q = rows[r]
                 if q >= hi and marker[q] != s:
                     marker[q] = s
-                    if end == rows.size:
-                        rows = np.concatenate((rows, np.empty(rows.size, np.int64)))
                     rows[end] = q
                     end += 1
         _sort(rows, begin, end)
