@@ -265,7 +265,7 @@ def _dissect(indptr: np.ndarray, indices: np.ndarray, limit: int,
     a supernode whose front also has a row for every numbered separator vertex next to the part
     (all are reached through the part), ``w * (w + boundary)`` entries; a leaf part counts
     ``w * w``, at least its own. Once they pass ``limit`` the dissection stops and ``complete``
-    is False (the rest is not filled in): 5e5-node meshes with long wires are refused in 0.06-0.10
+    is False (the rest is not filled in): 5e5-node meshes with long wires are refused in 0.06-0.16
     s, where the whole order and the analysis took 0.37-0.45 s."""
     n = indptr.size - 1
     perm = np.empty(n, np.int64)
@@ -627,10 +627,11 @@ def _fronts_in_parallel(order, group_ptr, indptr, data, perm, first, child_ptr, 
 
 
 @nb.njit(cache=True)
-def _forward(order, begin, end, first, rows_ptr, rows, factor_ptr, values, y, slot, spill):
+def _forward(order, begin, end, first, rows_ptr, rows, factor_ptr, values, y, slot, spill, collect):
     """Forward substitution ``L y = b`` over the supernodes ``order[begin:end]`` (children
-    first), in place in ``y`` (positions in the elimination order); an update to a position
-    with ``slot >= 0`` (one above this thread's subtrees) is collected in ``spill[slot]``."""
+    first), in place in ``y`` (positions in the elimination order); with ``collect``, an update
+    to a position with ``slot >= 0`` (one above this thread's subtrees) is collected in
+    ``spill[slot]`` instead."""
     for i in range(begin, end):
         s = order[i]
         lo, hi = first[s], first[s + 1]
@@ -644,7 +645,7 @@ def _forward(order, begin, end, first, rows_ptr, rows, factor_ptr, values, y, sl
                 y[lo + r] -= block[j, r] * yj
             for r in range(update.size):
                 q = update[r]
-                if slot[q] < 0:
+                if not collect or slot[q] < 0:
                     y[q] -= block[j, width + r] * yj
                 else:
                     spill[slot[q]] -= block[j, width + r] * yj
@@ -676,7 +677,8 @@ def _forward_in_parallel(order, group_ptr, first, rows_ptr, rows, factor_ptr, va
     groups = group_ptr.size - 2
     spill[:] = 0.0
     for g in nb.prange(groups):
-        _forward(order, group_ptr[g], group_ptr[g + 1], first, rows_ptr, rows, factor_ptr, values, y, slot, spill[g])
+        _forward(order, group_ptr[g], group_ptr[g + 1], first, rows_ptr, rows, factor_ptr, values, y, slot, spill[g],
+                 True)
 
 
 @nb.njit(parallel=True, cache=True)
@@ -720,8 +722,7 @@ class Cholesky:
         above = self._order[self._group_ptr[threads]:]
         lengths = self._first[above + 1] - self._first[above]
         self._above = np.repeat(self._first[above] - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-        self._no_slot = np.full(n, -1, np.int64)
-        self._slot = self._no_slot.copy()
+        self._slot = np.full(n, -1, np.int64)
         self._slot[self._above] = np.arange(self._above.size)
         self._spill = np.empty((threads, self._above.size))
         self._values = self._stack = self._work = None      # allocated by the first factorise()
@@ -782,7 +783,7 @@ class Cholesky:
         if groups > 1:
             _forward_in_parallel(self._order, self._group_ptr, *common, y, self._slot, self._spill)
             y[self._above] += self._spill.sum(axis=0)
-        _forward(self._order, begin, self._group_ptr[-1], *common, y, self._no_slot, self._spill[0])
+        _forward(self._order, begin, self._group_ptr[-1], *common, y, self._slot, self._spill[0], False)
         _backward(self._order, begin, self._group_ptr[-1], *common, y)
         if groups > 1:
             _backward_in_parallel(self._order, self._group_ptr, *common, y)
