@@ -18,7 +18,9 @@ elimination tree are factorised on numba's threads, the supernodes above them af
 
 The order and the fronts' row patterns depend only on the sparsity pattern: a matrix with the
 same pattern (the polish's clamped variables are identity rows with explicit zeros, keeping it)
-is refactorised numerically on the same analysis.
+is refactorised numerically on the same analysis, and where the update matrices are kept
+(``KEPT_UPDATES_MAX``) only in the fronts its changed rows reach (the polish's later systems:
+1e4-node benchmark lattice with conducting clamps, 20 changed rows, 41 of 1277 fronts).
 """
 from __future__ import annotations
 
@@ -46,6 +48,15 @@ PARALLEL_MIN = 5_000
 #: rows (best of 21, 21, 5, interleaved): 1e4 nodes 2.6 -> 2.0 / 1.9 / 2.2 / 2.4 ms, 1e5 33 ->
 #: 30 / 29 / 32 / 35 ms, 1e6 0.47 -> 0.45 / 0.45 / 0.47 / 0.49 s.
 SMALL_FRONT = 48
+#: A factorisation keeps every supernode's update matrix (instead of a stack that reuses their
+#: memory) when they hold at most this many entries in all (2.1-2.9 times the factor's on
+#: benchmark lattices: 1e4 nodes 0.7e6, 1e5 1.0e7, 1e6 1.4e8, not kept), so that a matrix
+#: differing from the last one in a few rows is refactorised only in the fronts those rows reach
+#: (:meth:`Cholesky.factorise`). Benchmark lattices with conducting clamps, best of 25 / 8
+#: solves, interleaved: 1e4 nodes polish 7.1 -> 5.5 ms, whole solve 16.0 -> 14.3 ms; 1e5 polish
+#: 134 -> 99 ms, whole 241-244 -> 205-215 ms; with no clamp conducting (one factorisation),
+#: no change beyond the noise.
+KEPT_UPDATES_MAX = 2**25
 #: The separator is the thinnest breadth-first level leaving at least this share of the part on
 #: either side.
 BALANCE = 0.3
@@ -688,6 +699,26 @@ def _backward_in_parallel(order, group_ptr, first, rows_ptr, rows, factor_ptr, v
         _backward(order, group_ptr[g], group_ptr[g + 1], first, rows_ptr, rows, factor_ptr, values, y)
 
 
+@nb.njit(cache=True)
+def _reached(indptr, data, old_data, supernode_of, parent, marked):
+    """Mark every supernode whose front a changed entry reaches: the supernode of each row with
+    an entry differing from ``old_data`` (a matrix of the same pattern), and its ancestors. (An
+    entry joining two rows is gathered into the front of the one eliminated first, whose
+    ancestors hold the other.) Returns how many are marked."""
+    marked[:] = False
+    count = 0
+    for i in range(indptr.size - 1):
+        for t in range(indptr[i], indptr[i + 1]):
+            if data[t] != old_data[t]:
+                s = supernode_of[i]
+                while s >= 0 and not marked[s]:
+                    marked[s] = True
+                    count += 1
+                    s = parent[s]
+                break
+    return count
+
+
 class NotPositiveDefinite(ResgraphError):
     """A pivot of the Cholesky factorisation was not positive."""
 
@@ -717,6 +748,15 @@ class Cholesky:
             raise DenseFill(f"the factor would hold more than {max_fill:g} entries per row")
         (self._order, self._group_ptr, self._stack_offset, self._stack_ptr,
          self._work_ptr) = _schedule(self._first, parent, self._child_ptr, self._children, self._rows_ptr, threads)
+        # Where each supernode's update matrix is kept, when they are (see KEPT_UPDATES_MAX).
+        sizes = np.diff(self._rows_ptr)
+        kept_ptr = np.r_[0, np.cumsum(sizes * sizes)]
+        self._kept_offset = kept_ptr[:-1] if kept_ptr[-1] <= KEPT_UPDATES_MAX else None
+        self._kept_total = kept_ptr[-1]
+        if self._kept_offset is not None:
+            self._parent = parent
+            self._supernode_of = np.empty(n, np.int64)
+            self._supernode_of[self._perm] = np.repeat(np.arange(parent.size), np.diff(self._first))
         # The positions of the supernodes above the threads' subtrees, and each one's slot in the
         # threads' rows of ``spill`` (where their forward updates to those wait).
         above = self._order[self._group_ptr[threads]:]
@@ -727,6 +767,7 @@ class Cholesky:
         self._spill = np.empty((threads, self._above.size))
         self._values = self._stack = self._work = None      # allocated by the first factorise()
         self._factorised = False
+        self._last_data: np.ndarray | None = None    # the values last factorised, with kept updates
 
     def fresh(self) -> "Cholesky":
         """A factorisation of this pattern with memory of its own, sharing this one's (read-only)
@@ -735,6 +776,7 @@ class Cholesky:
         other._values = other._stack = other._work = None
         other._spill = np.empty_like(self._spill)
         other._factorised = False
+        other._last_data = None
         return other
 
     @property
@@ -748,25 +790,42 @@ class Cholesky:
 
     def factorise(self, matrix: sp.csr_matrix) -> None:
         """Factorise ``matrix``, which has the analysed pattern; raises
-        :class:`NotPositiveDefinite` naming the row whose pivot is not positive."""
+        :class:`NotPositiveDefinite` naming the row whose pivot is not positive.
+
+        Where update matrices are kept (``KEPT_UPDATES_MAX``), only the fronts that the entries
+        changed since the last factorisation reach are factorised again (the supernodes of their
+        rows and the ancestors of those): the rest of the factor, and the kept update matrices
+        their parents gather, still hold. (The polish's second system on the 1e4-node benchmark
+        lattice with conducting clamps differs in 20 rows, which reach 41 of 1277 supernodes.)"""
         self._factorised = False
+        keep = self._kept_offset is not None
         if self._values is None:
             self._values = np.empty(self._factor_ptr[-1])
-            self._stack = np.empty(self._stack_ptr[-1])
+            self._stack = np.empty(self._kept_total if keep else self._stack_ptr[-1])
             self._work = np.empty(self._work_ptr[-1])
+        order, group_ptr = self._order, self._group_ptr
+        if keep and self._last_data is not None:
+            marked = np.empty(self._parent.size, np.bool_)
+            _reached(matrix.indptr, matrix.data, self._last_data, self._supernode_of, self._parent, marked)
+            redo = marked[order]
+            order, group_ptr = order[redo], np.r_[0, np.cumsum(redo)][group_ptr]
+        stack_offset = self._kept_offset if keep else self._stack_offset
         common = (matrix.indptr, matrix.data, self._perm, self._first, self._child_ptr, self._children, self._rows_ptr,
-                  self._relative, self._destination, self._factor_ptr, self._stack_offset, self._values, self._stack)
-        groups = self._group_ptr.size - 2
+                  self._relative, self._destination, self._factor_ptr, stack_offset, self._values, self._stack)
+        self._last_data = None
+        groups = group_ptr.size - 2
         if groups == 1:
             # One thread: every front in turn (the last group, of supernodes above, is empty).
-            failed = _fronts(self._order, 0, self._group_ptr[-1], *common, self._work, 0)
+            failed = _fronts(order, 0, group_ptr[-1], *common, self._work, 0)
         else:
-            failed = _fronts_in_parallel(self._order, self._group_ptr, *common, self._work, self._work_ptr)
+            failed = _fronts_in_parallel(order, group_ptr, *common, self._work, self._work_ptr)
             if failed < 0:
-                failed = _fronts(self._order, self._group_ptr[groups], self._group_ptr[-1], *common,
+                failed = _fronts(order, group_ptr[groups], group_ptr[-1], *common,
                                  self._work[self._work_ptr[groups]:], 0)
         if failed >= 0:
             raise NotPositiveDefinite(f"the matrix is not positive definite: pivot of row {self._perm[failed]}")
+        if keep:
+            self._last_data = matrix.data.copy()
         self._factorised = True
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """CSR kernels: the resistors' pass, a symmetric matrix from its edges, renumbering it and adding
 a diagonal (the compilation); contracting groups of variables (the polish's clusters of conducting
 diodes, the aggregation multigrid's coarse levels), clamping rows and telling which rows
-changed (the polish's systems).
+changed (the polish's systems); the largest row of ``|A| |x|`` (the certificate's current scale).
 
 SciPy's ``A[perm][:, perm]`` plus ``sort_indices`` copies the matrix three times; here one
 parallel pass writes every renumbered row already sorted (1e4-node lattice: 1.05 -> 0.23 ms;
@@ -198,6 +198,20 @@ def clamp_rows(indptr, indices, data, unknown):
             else:
                 out[t] = 1.0 if i == j else 0.0
     return out
+
+
+@nb.njit(parallel=True, cache=True)
+def largest_row_magnitude(indptr, indices, data, offset, x):
+    """``max_i |offset[i]| + sum_j |A[i, j] x[j]|`` of a CSR matrix ``A`` (0 for no rows), without
+    forming ``|A|`` (SciPy's ``abs(A) @ abs(x)`` copies the matrix: 0.3 ms of a 1e4-node
+    certificate)."""
+    largest = 0.0
+    for i in nb.prange(indptr.size - 1):
+        total = abs(offset[i])
+        for t in range(indptr[i], indptr[i + 1]):
+            total += abs(data[t] * x[indices[t]])
+        largest = max(largest, total)
+    return largest
 
 
 @nb.njit(cache=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .compiled import CompiledNetwork
+from .csr import largest_row_magnitude
 from .forest import spanning_forest, tree_flows
 
 
@@ -69,6 +70,9 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.
     n = c.num_free
     use = active & c.diode_is_constraint
     idx = np.flatnonzero(use)
+    lam = np.zeros(c.diode_offset.size)
+    if idx.size == 0:
+        return lam
     tail, head = c.diode_anode_var[idx], c.diode_cathode_var[idx]
     forest = spanning_forest(n + 1, tail, head, np.array([n]))
     excess = np.append(-outflow(c, x), 0.0)
@@ -78,7 +82,6 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.
     loops = np.flatnonzero(~in_tree)
     if loops.size and np.any(flow < 0):
         flow = _balance_loops(forest, tail, head, flow, loops)
-    lam = np.zeros(c.diode_offset.size)
     lam[idx] = flow
     return lam
 
@@ -137,8 +140,8 @@ def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     comp_abs = np.minimum(np.maximum(lam, 0.0), np.maximum(slack, 0.0))
     v = c.potentials(x)
     voltage_scale = max(1.0, float(np.max(np.abs(v), initial=0.0)))
-    drive = np.abs(c.sweep.source) + abs(c.q_matrix) @ np.abs(x)
-    current_scale = max(1.0, float(np.max(drive, initial=0.0)))
+    q = c.q_matrix
+    current_scale = max(1.0, float(largest_row_magnitude(q.indptr, q.indices, q.data, c.sweep.source, x)))
     comp_scaled = np.minimum(np.maximum(lam, 0.0) / current_scale, np.maximum(slack, 0.0) / voltage_scale)
     scaled = max(kcl / current_scale, feasibility / voltage_scale, dual / current_scale,
                  float(np.max(comp_scaled, initial=0.0)))

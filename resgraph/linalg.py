@@ -16,7 +16,8 @@ and the preconditioner is rebuilt only if that does not suffice. A rebuild of a 
 whose sparsity pattern is unchanged (clamped variables become identity rows, keeping the
 pattern) reuses the ordering and analysis (done once per network, see
 :attr:`CompiledNetwork.cholesky`): a numeric refactorisation, 1.8-2.7 of a fresh factorisation's
-4.7-5.6 ms on a 1e4-node lattice. An AMG hierarchy in that case keeps its splittings and interpolations and has its
+4.7-5.6 ms on a 1e4-node lattice, of only the fronts the changed rows reach where the factor
+keeps its update matrices (:meth:`Cholesky.factorise`). An AMG hierarchy in that case keeps its splittings and interpolations and has its
 coarse levels re-formed from the new matrix (``SPDSolver._regalerkin``). The first hierarchy of a
 polish is probed: where CG converges slowly with it (conductances spanning decades), the later
 ones are built with the second coarsening pass (``AMG_SECOND_PASS``).

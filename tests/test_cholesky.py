@@ -147,6 +147,65 @@ def test_refactorisation_on_the_same_pattern():
     assert np.abs(second @ factor.solve(rhs) - rhs).max() <= 1e-11 * np.abs(rhs).max() * 100
 
 
+def clamped(matrix: sp.csr_matrix, fixed: np.ndarray) -> sp.csr_matrix:
+    """``matrix`` with the rows and columns of ``fixed`` made identity rows, the pattern kept."""
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    out = matrix.copy()
+    out.data = np.where(fixed[rows] | fixed[out.indices], 0.0, out.data)
+    out.data[(rows == out.indices) & fixed[rows]] = 1.0
+    return out
+
+
+@pytest.mark.parametrize("parallel_min", [1, 10**9])
+@pytest.mark.parametrize("keep", [True, False])
+def test_refactorising_only_the_fronts_that_changed(monkeypatch, parallel_min, keep):
+    """A matrix differing from the last one factorised in a few rows is refactorised in the
+    fronts those rows reach, with the kept update matrices of the others: the factor is the one a
+    fresh factorisation gives (its solves agree bit for bit), on one thread and on several, over a sequence of
+    changes (rows clamped and released, none at all). Without kept updates every front is
+    factorised again. A factorisation that fails leaves the next one complete."""
+    import resgraph.cholesky as cholesky
+    monkeypatch.setattr(cholesky, "PARALLEL_MIN", parallel_min)
+    monkeypatch.setattr(cholesky, "KEPT_UPDATES_MAX", 2**25 if keep else 0)
+    rng = np.random.default_rng(13)
+    matrix = lattice(50, rng)
+    factor = Cholesky(matrix)
+    fixed = np.zeros(matrix.shape[0], bool)
+    reached = []
+    real = cholesky._reached
+    monkeypatch.setattr(cholesky, "_reached", lambda *args: reached.append(real(*args)) or reached[-1])
+    for change in (0, 300, 10, 0, -5, 40):
+        if change > 0:
+            fixed[rng.choice(np.flatnonzero(~fixed), change, replace=False)] = True
+        elif change < 0:
+            fixed[rng.choice(np.flatnonzero(fixed), -change, replace=False)] = False
+        system = clamped(matrix, fixed)
+        factor.factorise(system)
+        fresh = factor.fresh()
+        fresh.factorise(system)
+        rhs = rng.normal(size=matrix.shape[0])
+        x = factor.solve(rhs)
+        assert np.array_equal(x, fresh.solve(rhs))
+        assert np.abs(system @ x - rhs).max() <= 1e-11 * np.abs(rhs).max() * 100
+    # Fronts factorised again after the first factorisation: none after no change, a few after
+    # 10 or 5 rows changed.
+    supernodes = factor._first.size - 1
+    if keep:
+        assert reached[2] == 0 and 0 < min(reached[1], reached[3]) and max(reached[1], reached[3]) < supernodes // 3
+        assert reached[4] < supernodes
+    else:
+        assert reached == []
+    broken = clamped(matrix, fixed).tolil()
+    broken[7, 7] = -1.0
+    with pytest.raises(NotPositiveDefinite, match="pivot of row 7"):
+        factor.factorise(broken.tocsr())
+    factor.factorise(matrix)
+    fresh = factor.fresh()
+    fresh.factorise(matrix)
+    rhs = rng.normal(size=matrix.shape[0])
+    assert np.array_equal(factor.solve(rhs), fresh.solve(rhs))
+
+
 def test_fill_of_a_lattice_stays_near_nested_dissection():
     """A 100 x 100 lattice: a nested-dissection order with straight separators fills about
     31/4 log2(100) ~ 51 entries per row (every separator dense); level-set separators and dense

@@ -1,11 +1,11 @@
 """The compilation's CSR kernels against SciPy: a symmetric matrix from edges (parallel edges
 summed), renumbering it (rows short enough for insertion sort, one long enough for argsort, empty
-rows) and adding a diagonal."""
+rows) and adding a diagonal; the certificate's current scale."""
 import numpy as np
 import scipy.sparse as sp
 
-from resgraph.csr import (INSERTION_MAX, clamp_rows, contract, diagonal_minus, permute_symmetric, stamp_resistors,
-                          symmetric_from_edges)
+from resgraph.csr import (INSERTION_MAX, clamp_rows, contract, diagonal_minus, largest_row_magnitude,
+                          permute_symmetric, stamp_resistors, symmetric_from_edges)
 
 
 def graph_edges(n: int, rng: np.random.Generator):
@@ -131,3 +131,14 @@ def test_stamp_resistors_matches_numpy():
     coupling.sum_duplicates()
     assert np.array_equal(indptr, coupling.indptr) and np.array_equal(indices, coupling.indices)
     np.testing.assert_allclose(data, coupling.data, rtol=1e-14)
+
+
+def test_largest_row_magnitude_matches_scipy():
+    """``max_i |offset_i| + (|A| |x|)_i``, with signs in ``A``, ``x`` and ``offset`` (none cancel)."""
+    rng = np.random.default_rng(4)
+    m = symmetric_graph(200, rng)
+    m.data *= rng.choice([-1.0, 1.0], m.nnz)
+    x, offset = rng.normal(size=200), rng.normal(size=200)
+    expected = np.max(np.abs(offset) + abs(m) @ np.abs(x))
+    assert np.isclose(largest_row_magnitude(m.indptr, m.indices, m.data, offset, x), expected, rtol=1e-14)
+    assert largest_row_magnitude(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0)) == 0.0
