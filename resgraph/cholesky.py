@@ -19,7 +19,7 @@ elimination tree are factorised on numba's threads, the supernodes above them af
 The order and the fronts' row patterns depend only on the sparsity pattern: a matrix with the
 same pattern (the polish's clamped variables are identity rows with explicit zeros, keeping it)
 is refactorised numerically on the same analysis, and where the update matrices are kept
-(``KEPT_UPDATES_MAX``) only in the fronts its changed rows reach (the polish's later systems:
+(``KEPT_UPDATES_EARLY``) only in the fronts its changed rows reach (the polish's later systems:
 1e4-node benchmark lattice with conducting clamps, 20 changed rows, 41 of 1277 fronts).
 """
 from __future__ import annotations
@@ -49,14 +49,19 @@ PARALLEL_MIN = 5_000
 #: 30 / 29 / 32 / 35 ms, 1e6 0.47 -> 0.45 / 0.45 / 0.47 / 0.49 s.
 SMALL_FRONT = 48
 #: A factorisation keeps every supernode's update matrix (instead of a stack that reuses their
-#: memory) when they hold at most this many entries in all (2.1-2.9 times the factor's on
-#: benchmark lattices: 1e4 nodes 0.7e6, 1e5 1.0e7, 1e6 1.4e8, not kept), so that a matrix
-#: differing from the last one in a few rows is refactorised only in the fronts those rows reach
-#: (:meth:`Cholesky.factorise`). Benchmark lattices with conducting clamps, best of 25 / 8
-#: solves, interleaved: 1e4 nodes polish 7.1 -> 5.5 ms, whole solve 16.0 -> 14.3 ms; 1e5 polish
-#: 134 -> 99 ms, whole 241-244 -> 205-215 ms; with no clamp conducting (one factorisation),
-#: no change beyond the noise.
-KEPT_UPDATES_MAX = 2**25
+#: memory), so that a matrix differing from the last one in a few rows is refactorised only in
+#: the fronts those rows reach (:meth:`Cholesky.factorise`): from the first factorisation where
+#: they hold at most ``KEPT_UPDATES_EARLY`` entries in all, from the second (once a pattern is
+#: seen refactorised) up to ``KEPT_UPDATES_MAX``; beyond, never. They hold 2.1-2.9 times the
+#: factor's entries on benchmark lattices (1e4 nodes 0.7e6, 1e5 1.0e7, 1e6 1.4e8: 1.1 GB).
+#: Benchmark lattices with conducting clamps, interleaved: 1e4 nodes (best of 25) polish
+#: 7.1 -> 5.5 ms, whole solve 16.0 -> 14.3 ms; 1e5 (best of 8) polish 134 -> 99 ms, whole
+#: 241-244 -> 205-215 ms; 1e6 (last 2 of 3, two rounds) polish 3.4-4.7 -> 2.6-2.7 s, whole
+#: 5.1-6.9 -> 4.3-4.6 s (kept from the first factorisation: the same). With no clamp conducting
+#: (one factorisation) 1e4 and 1e5 show no change beyond the noise, but touching the memory
+#: costs the 1e6 lattice up to 0.1-0.3 s: hence kept from the second factorisation there.
+KEPT_UPDATES_EARLY = 2**25
+KEPT_UPDATES_MAX = 2**28
 #: The separator is the thinnest breadth-first level leaving at least this share of the part on
 #: either side.
 BALANCE = 0.3
@@ -748,10 +753,11 @@ class Cholesky:
             raise DenseFill(f"the factor would hold more than {max_fill:g} entries per row")
         (self._order, self._group_ptr, self._stack_offset, self._stack_ptr,
          self._work_ptr) = _schedule(self._first, parent, self._child_ptr, self._children, self._rows_ptr, threads)
-        # Where each supernode's update matrix is kept, when they are (see KEPT_UPDATES_MAX).
+        # Where each supernode's update matrix is kept, when they are (see KEPT_UPDATES_EARLY).
         sizes = np.diff(self._rows_ptr)
         kept_ptr = np.r_[0, np.cumsum(sizes * sizes)]
         self._kept_offset = kept_ptr[:-1] if kept_ptr[-1] <= KEPT_UPDATES_MAX else None
+        self._kept_early = kept_ptr[-1] <= KEPT_UPDATES_EARLY
         self._kept_total = kept_ptr[-1]
         if self._kept_offset is not None:
             self._parent = parent
@@ -765,7 +771,7 @@ class Cholesky:
         self._slot = np.full(n, -1, np.int64)
         self._slot[self._above] = np.arange(self._above.size)
         self._spill = np.empty((threads, self._above.size))
-        self._values = self._stack = self._work = None      # allocated by the first factorise()
+        self._values = self._stack = self._kept = self._work = None      # allocated by factorise()
         self._factorised = False
         self._last_data: np.ndarray | None = None    # the values last factorised, with kept updates
 
@@ -773,7 +779,7 @@ class Cholesky:
         """A factorisation of this pattern with memory of its own, sharing this one's (read-only)
         order and analysis."""
         other = copy.copy(self)
-        other._values = other._stack = other._work = None
+        other._values = other._stack = other._kept = other._work = None
         other._spill = np.empty_like(self._spill)
         other._factorised = False
         other._last_data = None
@@ -792,26 +798,29 @@ class Cholesky:
         """Factorise ``matrix``, which has the analysed pattern; raises
         :class:`NotPositiveDefinite` naming the row whose pivot is not positive.
 
-        Where update matrices are kept (``KEPT_UPDATES_MAX``), only the fronts that the entries
+        Where update matrices are kept (``KEPT_UPDATES_EARLY``), only the fronts that the entries
         changed since the last factorisation reach are factorised again (the supernodes of their
         rows and the ancestors of those): the rest of the factor, and the kept update matrices
         their parents gather, still hold. (The polish's second system on the 1e4-node benchmark
         lattice with conducting clamps differs in 20 rows, which reach 41 of 1277 supernodes.)"""
         self._factorised = False
-        keep = self._kept_offset is not None
+        keep = self._kept_offset is not None and (self._kept_early or self._values is not None)
         if self._values is None:
             self._values = np.empty(self._factor_ptr[-1])
-            self._stack = np.empty(self._kept_total if keep else self._stack_ptr[-1])
             self._work = np.empty(self._work_ptr[-1])
+        if keep and self._kept is None:
+            self._kept, self._stack = np.empty(self._kept_total), None
+        elif not keep and self._stack is None:
+            self._stack = np.empty(self._stack_ptr[-1])
         order, group_ptr = self._order, self._group_ptr
         if keep and self._last_data is not None:
             marked = np.empty(self._parent.size, np.bool_)
             _reached(matrix.indptr, matrix.data, self._last_data, self._supernode_of, self._parent, marked)
             redo = marked[order]
             order, group_ptr = order[redo], np.r_[0, np.cumsum(redo)][group_ptr]
-        stack_offset = self._kept_offset if keep else self._stack_offset
+        stack, stack_offset = (self._kept, self._kept_offset) if keep else (self._stack, self._stack_offset)
         common = (matrix.indptr, matrix.data, self._perm, self._first, self._child_ptr, self._children, self._rows_ptr,
-                  self._relative, self._destination, self._factor_ptr, stack_offset, self._values, self._stack)
+                  self._relative, self._destination, self._factor_ptr, stack_offset, self._values, stack)
         self._last_data = None
         groups = group_ptr.size - 2
         if groups == 1:

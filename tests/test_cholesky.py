@@ -157,16 +157,18 @@ def clamped(matrix: sp.csr_matrix, fixed: np.ndarray) -> sp.csr_matrix:
 
 
 @pytest.mark.parametrize("parallel_min", [1, 10**9])
-@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("keep", ["early", "late", "never"])
 def test_refactorising_only_the_fronts_that_changed(monkeypatch, parallel_min, keep):
     """A matrix differing from the last one factorised in a few rows is refactorised in the
-    fronts those rows reach, with the kept update matrices of the others: the factor is the one a
-    fresh factorisation gives (its solves agree bit for bit), on one thread and on several, over a sequence of
-    changes (rows clamped and released, none at all). Without kept updates every front is
-    factorised again. A factorisation that fails leaves the next one complete."""
+    fronts those rows reach, with the kept update matrices of the others: the factor is the one
+    a fresh factorisation gives (its solves agree bit for bit), on one thread and on several,
+    over a sequence of changes (rows clamped and released, none at all). Update matrices kept
+    from the first factorisation, from the second (large ones), or not at all (every front
+    factorised again). A factorisation that fails leaves the next one complete."""
     import resgraph.cholesky as cholesky
     monkeypatch.setattr(cholesky, "PARALLEL_MIN", parallel_min)
-    monkeypatch.setattr(cholesky, "KEPT_UPDATES_MAX", 2**25 if keep else 0)
+    monkeypatch.setattr(cholesky, "KEPT_UPDATES_EARLY", 2**25 if keep == "early" else 0)
+    monkeypatch.setattr(cholesky, "KEPT_UPDATES_MAX", 0 if keep == "never" else 2**28)
     rng = np.random.default_rng(13)
     matrix = lattice(50, rng)
     factor = Cholesky(matrix)
@@ -190,11 +192,13 @@ def test_refactorising_only_the_fronts_that_changed(monkeypatch, parallel_min, k
     # Fronts factorised again after the first factorisation: none after no change, a few after
     # 10 or 5 rows changed.
     supernodes = factor._first.size - 1
-    if keep:
+    if keep == "late":
+        reached = [None] + reached            # (the second factorisation is complete)
+    if keep == "never":
+        assert reached == []
+    else:
         assert reached[2] == 0 and 0 < min(reached[1], reached[3]) and max(reached[1], reached[3]) < supernodes // 3
         assert reached[4] < supernodes
-    else:
-        assert reached == []
     broken = clamped(matrix, fixed).tolil()
     broken[7, 7] = -1.0
     with pytest.raises(NotPositiveDefinite, match="pivot of row 7"):
