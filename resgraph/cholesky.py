@@ -774,6 +774,7 @@ class Cholesky:
         self._values = self._stack = self._kept = self._work = None      # allocated by factorise()
         self._factorised = False
         self._last_data: np.ndarray | None = None    # the values last factorised, with kept updates
+        self._last_valid = False
 
     def fresh(self) -> "Cholesky":
         """A factorisation of this pattern with memory of its own, sharing this one's (read-only)
@@ -782,7 +783,7 @@ class Cholesky:
         other._values = other._stack = other._kept = other._work = None
         other._spill = np.empty_like(self._spill)
         other._factorised = False
-        other._last_data = None
+        other._last_data, other._last_valid = None, False
         return other
 
     @property
@@ -813,7 +814,7 @@ class Cholesky:
         elif not keep and self._stack is None:
             self._stack = np.empty(self._stack_ptr[-1])
         order, group_ptr = self._order, self._group_ptr
-        if keep and self._last_data is not None:
+        if keep and self._last_valid:
             marked = np.empty(self._parent.size, np.bool_)
             _reached(matrix.indptr, matrix.data, self._last_data, self._supernode_of, self._parent, marked)
             redo = marked[order]
@@ -821,7 +822,7 @@ class Cholesky:
         stack, stack_offset = (self._kept, self._kept_offset) if keep else (self._stack, self._stack_offset)
         common = (matrix.indptr, matrix.data, self._perm, self._first, self._child_ptr, self._children, self._rows_ptr,
                   self._relative, self._destination, self._factor_ptr, stack_offset, self._values, stack)
-        self._last_data = None
+        self._last_valid = False
         groups = group_ptr.size - 2
         if groups == 1:
             # One thread: every front in turn (the last group, of supernodes above, is empty).
@@ -834,7 +835,10 @@ class Cholesky:
         if failed >= 0:
             raise NotPositiveDefinite(f"the matrix is not positive definite: pivot of row {self._perm[failed]}")
         if keep:
-            self._last_data = matrix.data.copy()
+            if self._last_data is None:
+                self._last_data = np.empty_like(matrix.data)
+            np.copyto(self._last_data, matrix.data)
+            self._last_valid = True
         self._factorised = True
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
