@@ -23,5 +23,5 @@ def test_lattice_floor_script_prints_every_piece(capsys):
 
     lattice_floor.main(["--size", "400", "--regimes", "off", "--repeat", "1"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "ms |" not in line]
-    assert len(rows) == 12
+    assert len(rows) == 13
     assert all(float(row.split(" | ")[1]) > 0 for row in rows)
