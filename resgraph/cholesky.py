@@ -57,9 +57,10 @@ SMALL_FRONT = 48
 #: Benchmark lattices with conducting clamps, interleaved: 1e4 nodes (best of 25) polish
 #: 7.1 -> 5.5 ms, whole solve 16.0 -> 14.3 ms; 1e5 (best of 8) polish 134 -> 99 ms, whole
 #: 241-244 -> 205-215 ms; 1e6 (last 2 of 3, two rounds) polish 3.4-4.7 -> 2.6-2.7 s, whole
-#: 5.1-6.9 -> 4.3-4.6 s (kept from the first factorisation: the same). With no clamp conducting
-#: (one factorisation) 1e4 and 1e5 show no change beyond the noise, but touching the memory
-#: costs the 1e6 lattice up to 0.1-0.3 s: hence kept from the second factorisation there.
+#: 5.1-6.9 -> 4.3-4.6 s. The first touch of the memory costs most in a fresh process: a single
+#: 1e6 solve there gains nothing (5.2-7.1 s without, 5.3-7.5 s with), and kept from the first
+#: factorisation (4.3-5.3 s) the memory would cost a lone factorisation (no clamp conducting)
+#: 1.2-2 s: hence kept from the second factorisation there.
 KEPT_UPDATES_EARLY = 2**25
 KEPT_UPDATES_MAX = 2**28
 #: The separator is the thinnest breadth-first level leaving at least this share of the part on

@@ -5,20 +5,21 @@ during a polish, each differing from the last in a few rows. The graph's shape
 (:attr:`resgraph.compiled.CompiledNetwork.mesh_like`) picks the method. Expanders fill in badly
 and are mostly well conditioned: Jacobi-preconditioned conjugate gradients, replaced by CG with a
 plain-aggregation multigrid (:mod:`resgraph.aggregation`) where Jacobi proves slow (conductances
-spanning decades). Meshes need O(sqrt n)
-Jacobi iterations but factorise well: a sparse Cholesky factorisation (:mod:`resgraph.cholesky`,
-nested dissection; up to ``FACTOR_LIMIT`` unknowns and ``FILL_LIMIT`` factor entries per row) or
-an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly different
+spanning decades). Meshes need O(sqrt n) Jacobi iterations but factorise well: a sparse Cholesky
+factorisation (:mod:`resgraph.cholesky`, nested dissection; up to ``FACTOR_LIMIT`` unknowns and
+``FILL_LIMIT`` factor entries per row) or an algebraic-multigrid hierarchy (PyAMG, classical
+Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly different
 systems. Each row changed since it was built costs CG about one iteration (a rank-one change),
 so it is rebuilt at once when the changed rows would cost more than a rebuild; otherwise CG gets
 the iterations a fresh one would need (its measured convergence rate) plus a rebuild's worth,
 and the preconditioner is rebuilt only if that does not suffice. A rebuild of a factorisation
 whose sparsity pattern is unchanged (clamped variables become identity rows, keeping the
 pattern) reuses the ordering and analysis (done once per network, see
-:attr:`CompiledNetwork.cholesky`): a numeric refactorisation, 1.8-2.7 of a fresh factorisation's
-4.7-5.6 ms on a 1e4-node lattice, of only the fronts the changed rows reach where the factor
-keeps its update matrices (:meth:`Cholesky.factorise`). An AMG hierarchy in that case keeps its splittings and interpolations and has its
-coarse levels re-formed from the new matrix (``SPDSolver._regalerkin``). The first hierarchy of a
+:attr:`CompiledNetwork.cholesky`): a numeric refactorisation, of only the fronts the changed
+rows reach where the factor keeps its update matrices (:meth:`Cholesky.factorise`; 1e4-node
+lattice, 20 rows changed: 0.8 ms, a fresh factorisation 2.0 ms). An AMG hierarchy in that case
+keeps its splittings and interpolations and has its coarse levels re-formed from the new matrix
+(``SPDSolver._regalerkin``). The first hierarchy of a
 polish is probed: where CG converges slowly with it (conductances spanning decades), the later
 ones are built with the second coarsening pass (``AMG_SECOND_PASS``).
 """
