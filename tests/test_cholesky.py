@@ -210,6 +210,37 @@ def test_refactorising_only_the_fronts_that_changed(monkeypatch, parallel_min, k
     assert np.array_equal(factor.solve(rhs), fresh.solve(rhs))
 
 
+def test_memory_of_a_released_factorisation_serves_the_next(monkeypatch):
+    """Its buffers go back to a pool once it is gone and are taken by the next factorisation of
+    that size, which still solves exactly; beyond ``SPARE_MAX`` entries none are kept."""
+    import gc
+
+    import resgraph.cholesky as cholesky
+    rng = np.random.default_rng(14)
+    matrix = lattice(30, rng)
+    analysed = Cholesky(matrix)
+    first = analysed.fresh()
+    first.factorise(matrix)
+    address = first._values.__array_interface__["data"][0]
+    del first
+    gc.collect()
+
+    def spare_addresses():
+        return {b.__array_interface__["data"][0] for b in cholesky._spare.values()}
+
+    assert address in spare_addresses()
+    second = analysed.fresh()
+    second.factorise(matrix)
+    assert second._values.__array_interface__["data"][0] == address and address not in spare_addresses()
+    rhs = rng.normal(size=matrix.shape[0])
+    assert np.abs(matrix @ second.solve(rhs) - rhs).max() <= 1e-11 * np.abs(rhs).max() * 100
+    monkeypatch.setattr(cholesky, "SPARE_MAX", 10)
+    cholesky._spare.clear()
+    del second
+    gc.collect()
+    assert cholesky._spare == {}
+
+
 def test_fill_of_a_lattice_stays_near_nested_dissection():
     """A 100 x 100 lattice: a nested-dissection order with straight separators fills about
     31/4 log2(100) ~ 51 entries per row (every separator dense); level-set separators and dense
