@@ -87,9 +87,12 @@ def _child(name, kind, n, regime, backend, timeout, memory_gib, pipe):
     os.dup2(devnull, 1)   # OSQP's C code prints "Polishing not needed" even when not verbose
     try:
         if name == "resgraph":
-            # Before the clock, as the peers import their modules: the JIT cache, and PyAMG,
-            # which the polish imports on first use (a quarter of a second) on large meshes.
+            # Before the clock, as the peers import their modules: the JIT cache (a lattice big
+            # enough for the factorisation's threads too: after an edit of its source the first
+            # process compiles them, 13-15 s), and PyAMG, which the polish imports on first use
+            # (a quarter of a second) on large meshes.
             rg.solve(benchmark_network("random", 1000, "on"), backend=backend)
+            rg.solve(benchmark_network("lattice", 6400, "on"), backend=backend)
             import pyamg  # noqa: F401
 
         def once():
