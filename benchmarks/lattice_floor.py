@@ -7,7 +7,8 @@ faster, on 2-D lattices not. This script measures, in one process on one circuit
 one sparse factorisation of its conductance matrix (the polish's own Cholesky, its order and
 analysis, numeric part, refactorisation after a few rows changed and solve apart; QDLDL, OSQP's
 LDL', with its AMD ordering, and its numeric part alone; SciPy's SuperLU), classical AMG (PyAMG:
-setup, then CG to the polish's accuracy), and one colour sweep. Each figure is the best of ``--repeat`` runs.
+setup, then CG to the polish's accuracy), and one colour sweep. Each figure is the best of
+``--repeat`` runs.
 
     python benchmarks/lattice_floor.py                     # 1e4-node lattice, both regimes
 """
@@ -28,6 +29,7 @@ import resgraph as rg  # noqa: E402
 from networks import benchmark_network  # noqa: E402
 from resgraph.backends import get_backend  # noqa: E402
 from resgraph.cholesky import Cholesky  # noqa: E402
+from resgraph.csr import clamp_rows  # noqa: E402
 from resgraph.linalg import AMG_FIRST_PASS, AMG_SMOOTHERS  # noqa: E402
 from resgraph.solver import DEFAULT_OMEGA  # noqa: E402
 from solve_vs_osqp import run_osqp  # noqa: E402
@@ -63,12 +65,9 @@ def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
     cholesky = Cholesky(q)
     cholesky.factorise(q)
     # The polish's second system: the first with 20 rows clamped (identity rows, same pattern).
-    rows = np.repeat(np.arange(q.shape[0]), np.diff(q.indptr))
-    fixed = np.zeros(q.shape[0], bool)
-    fixed[np.random.default_rng(0).choice(q.shape[0], 20, replace=False)] = True
-    clamped = q.copy()
-    clamped.data = np.where(fixed[rows] | fixed[clamped.indices], np.where(rows == clamped.indices, 1.0, 0.0), q.data)
-    systems = [q, clamped]
+    unknown = np.ones(q.shape[0], bool)
+    unknown[np.random.default_rng(0).choice(q.shape[0], 20, replace=False)] = False
+    systems = [q, sp.csr_matrix((clamp_rows(q.indptr, q.indices, q.data, unknown), q.indices, q.indptr), shape=q.shape)]
 
     def refactorise():
         """Alternately the one and the other: each time the fronts the 20 rows reach."""

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resgraph.cholesky import Cholesky, DenseFill, NotPositiveDefinite, _dissect
+from resgraph.csr import clamp_rows
 from resgraph.errors import ResgraphError
 
 
@@ -148,12 +149,10 @@ def test_refactorisation_on_the_same_pattern():
 
 
 def clamped(matrix: sp.csr_matrix, fixed: np.ndarray) -> sp.csr_matrix:
-    """``matrix`` with the rows and columns of ``fixed`` made identity rows, the pattern kept."""
-    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
-    out = matrix.copy()
-    out.data = np.where(fixed[rows] | fixed[out.indices], 0.0, out.data)
-    out.data[(rows == out.indices) & fixed[rows]] = 1.0
-    return out
+    """``matrix`` with the rows and columns of ``fixed`` made identity rows, the pattern kept (as
+    the polish clamps them)."""
+    return sp.csr_matrix((clamp_rows(matrix.indptr, matrix.indices, matrix.data, ~fixed), matrix.indices,
+                          matrix.indptr), shape=matrix.shape)
 
 
 @pytest.mark.parametrize("parallel_min", [1, 10**9])
