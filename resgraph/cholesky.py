@@ -11,8 +11,8 @@ separator (and each part of at most ``LEAF`` vertices, or with no level between 
 one supernode: its columns of the factor share one row pattern, stored as a dense block. The numeric factorisation is
 multifrontal: a supernode's frontal matrix gathers its entries of the matrix and its children's
 update matrices; LAPACK factorises the supernode's columns and BLAS subtracts their product
-from the rest, the update matrix passed on to its parent (where threads work side by side, loops
-do that on fronts of up to ``SMALL_FRONT`` rows). Whole subtrees of the
+from the rest, the update matrix passed on to its parent (loops do that on fronts of up to
+``SMALL_FRONT`` rows). Whole subtrees of the
 elimination tree are factorised on numba's threads, the supernodes above them after
 (:func:`_schedule`); the triangular solves are dealt out the same way.
 
@@ -41,15 +41,17 @@ LEAF = 16
 #: lattice, 2 threads: 3.2 -> 2.0 ms; 1e5: 46 -> 36 ms; BLAS itself gains little from threads
 #: on fronts this size).
 PARALLEL_MIN = 5_000
-#: Fronts of at most this many rows factorised on the threads side by side are factorised by
-#: loops (:func:`_factor_small_front`) instead of LAPACK and BLAS, whose small calls from two
-#: threads at once cost 2-3x what they cost from one here (OpenBLAS; 1e4-node lattice: the 958
-#: fronts of 17-32 rows took 1.2 of the 2.4 ms of a factorisation); a thread alone keeps BLAS
-#: for every front (the loops are 10 % slower there). Benchmark lattices with conducting
-#: clamps, numeric factorisation on 2 threads, BLAS everywhere -> loops up to 32 / 48 / 64 / 96
-#: rows (best of 21, 21, 5, interleaved): 1e4 nodes 2.6 -> 2.0 / 1.9 / 2.2 / 2.4 ms, 1e5 33 ->
-#: 30 / 29 / 32 / 35 ms, 1e6 0.47 -> 0.45 / 0.45 / 0.47 / 0.49 s.
+#: Fronts of at most this many rows are factorised by loops (:func:`_factor_small_front`)
+#: instead of LAPACK and BLAS, whose small calls cost more than the work, and from two threads
+#: at once 2-3x what they cost from one here (OpenBLAS). Benchmark lattice, numeric
+#: factorisation, BLAS everywhere (one thread) or loops up to 48 rows (threads side by side):
+#: 1e4 nodes 2.6 ms; loops up to 32 / 48 / 64 / 96 / 128 rows everywhere: 1e4 nodes 1.3-1.4 /
+#: 1.2-1.4 / 1.3 / 1.9 / 1.9 ms, 1e5 24.7 / 23.5-25.8 / 24.7 / 31 / 32 ms (2 threads); one
+#: thread, 1e4 nodes: BLAS for every front 3.5 ms, loops up to 48 rows 2.5 ms.
 SMALL_FRONT = 48
+#: Columns factorised together by :func:`_factor_small_front` (its rank-``PANEL`` update is
+#: written out for four).
+PANEL = 4
 #: A factorisation keeps every supernode's update matrix (instead of a stack that reuses their
 #: memory), so that a matrix differing from the last one in a few rows is refactorised only in
 #: the fronts those rows reach (:meth:`Cholesky.factorise`): from the first factorisation where
@@ -555,36 +557,64 @@ def _blas_arguments():
             np.array([1.0, -1.0]))
 
 
-@nb.njit(cache=True)
+@nb.njit(fastmath={"contract"}, cache=True)
 def _factor_small_front(work, m, width):
-    """:func:`_factor_front` by loops, column by column (right-looking). Returns the column
-    (from 1) whose pivot is not positive, or 0."""
-    for k in range(width):
-        column = k * m
-        pivot = work[column + k]
-        if not pivot > 0.0:
-            return k + 1
-        root = np.sqrt(pivot)
-        work[column + k] = root
-        inverse = 1.0 / root
-        for i in range(k + 1, m):
-            work[column + i] *= inverse
-        for j in range(k + 1, m):
-            factor = work[column + j]
-            target = j * m
-            for i in range(j, m):
-                work[target + i] -= work[column + i] * factor
+    """:func:`_factor_front` by loops (right-looking), ``PANEL`` columns at a time: each panel is
+    factorised, then its product subtracted from the columns right of it in one pass. Returns the
+    column (from 1) whose pivot is not positive, or 0.
+
+    The indices are unsigned: numba checks a signed index for wraparound, which keeps LLVM from
+    vectorising the loops (fronts of 24-64 rows: 2.3-2.7 GFlop/s with signed indices, 6-9 with
+    unsigned ones column by column, 7.5-15 by panels of 4)."""
+    um = np.uint64(m)
+    k = 0
+    while k < width:
+        end = min(k + PANEL, width)
+        for c in range(np.uint64(k), np.uint64(end)):
+            column = c * um
+            pivot = work[column + c]
+            if not pivot > 0.0:
+                return int(c) + 1
+            root = np.sqrt(pivot)
+            work[column + c] = root
+            inverse = 1.0 / root
+            for i in range(c + np.uint64(1), um):
+                work[column + i] *= inverse
+            for j in range(c + np.uint64(1), np.uint64(end)):
+                factor = work[column + j]
+                target = j * um
+                for i in range(j, um):
+                    work[target + i] -= work[column + i] * factor
+        if end - k == PANEL:
+            c0 = np.uint64(k) * um
+            c1 = c0 + um
+            c2 = c1 + um
+            c3 = c2 + um
+            for j in range(np.uint64(end), um):
+                f0, f1, f2, f3 = work[c0 + j], work[c1 + j], work[c2 + j], work[c3 + j]
+                target = j * um
+                for i in range(j, um):
+                    work[target + i] -= work[c0 + i] * f0 + work[c1 + i] * f1 + work[c2 + i] * f2 + work[c3 + i] * f3
+        else:
+            for c in range(np.uint64(k), np.uint64(end)):
+                column = c * um
+                for j in range(np.uint64(end), um):
+                    factor = work[column + j]
+                    target = j * um
+                    for i in range(j, um):
+                        work[target + i] -= work[column + i] * factor
+        k = end
     return 0
 
 
 @nb.njit(cache=True)
-def _factor_front(work, m, width, flags, numbers, signs, small):
+def _factor_front(work, m, width, flags, numbers, signs):
     """Factorise the first ``width`` columns of the ``m x m`` front in ``work`` (column-major,
     lower triangle) and subtract their product from the rest (its Schur complement): LAPACK and
-    BLAS, or loops for fronts of at most ``small`` rows. Returns LAPACK's ``info`` (0, or the
+    BLAS, or loops for fronts of at most ``SMALL_FRONT`` rows. Returns LAPACK's ``info`` (0, or the
     column whose pivot is not positive), also left in ``numbers[3]``."""
     numbers[0], numbers[1], numbers[2], numbers[3] = width, m, m - width, 0
-    if m <= small:
+    if m <= SMALL_FRONT:
         numbers[3] = _factor_small_front(work, m, width)
         return numbers[3]
     lower, right, transpose, plain = address(flags[0:]), address(flags[1:]), address(flags[2:]), address(flags[3:])
@@ -601,7 +631,7 @@ def _factor_front(work, m, width, flags, numbers, signs, small):
 
 @nb.njit(cache=True)
 def _fronts(order, begin, end, indptr, data, perm, first, child_ptr, children, rows_ptr, relative, destination,
-            factor_ptr, stack_offset, values, stack, work, small):
+            factor_ptr, stack_offset, values, stack, work):
     """Factorise the fronts of supernodes ``order[begin:end]`` (see :func:`_analyse` and
     :func:`_schedule`) into ``values``, in ``work``. Returns -1, or the position of a pivot that
     is not positive."""
@@ -622,15 +652,17 @@ def _fronts(order, begin, end, indptr, data, perm, first, child_ptr, children, r
                 if destination[t] >= 0:
                     front[destination[t]] += data[t]
         for t in range(child_ptr[s], child_ptr[s + 1]):
+            # (Unsigned indices, as in _factor_small_front.)
             c = children[t]
-            at = rows_ptr[c]
-            cs = rows_ptr[c + 1] - at
-            base = stack_offset[c]
+            at = np.uint64(rows_ptr[c])
+            cs = np.uint64(rows_ptr[c + 1]) - at
+            base = np.uint64(stack_offset[c])
             for r in range(cs):
-                row = relative[at + r] * m
+                row = np.uint64(relative[at + r]) * np.uint64(m)
+                update = base + r * cs
                 for j in range(r, cs):
-                    front[row + relative[at + j]] += stack[base + r * cs + j]
-        if _factor_front(front, m, width, flags, numbers, signs, small) != 0:
+                    front[row + np.uint64(relative[at + j])] += stack[update + j]
+        if _factor_front(front, m, width, flags, numbers, signs) != 0:
             return lo + numbers[3] - 1
         values[factor_ptr[s]:factor_ptr[s + 1]] = front[:width * m]
         base = stack_offset[s]
@@ -649,7 +681,7 @@ def _fronts_in_parallel(order, group_ptr, indptr, data, perm, first, child_ptr, 
     for g in nb.prange(groups):
         failed[g] = _fronts(order, group_ptr[g], group_ptr[g + 1], indptr, data, perm, first, child_ptr, children,
                             rows_ptr, relative, destination, factor_ptr, stack_offset, values, stack,
-                            work[work_ptr[g]:work_ptr[g + 1]], SMALL_FRONT)
+                            work[work_ptr[g]:work_ptr[g + 1]])
     return failed.max()
 
 
@@ -658,24 +690,25 @@ def _forward(order, begin, end, first, rows_ptr, rows, factor_ptr, values, y, sl
     """Forward substitution ``L y = b`` over the supernodes ``order[begin:end]`` (children
     first), in place in ``y`` (positions in the elimination order); with ``collect``, an update
     to a position with ``slot >= 0`` (one above this thread's subtrees) is collected in
-    ``spill[slot]`` instead."""
+    ``spill[slot]`` instead. (Unsigned indices, as in :func:`_factor_small_front`.)"""
     for i in range(begin, end):
         s = order[i]
-        lo, hi = first[s], first[s + 1]
-        width = hi - lo
-        update = rows[rows_ptr[s]:rows_ptr[s + 1]]
-        block = values[factor_ptr[s]:factor_ptr[s + 1]].reshape((width, width + update.size))
+        lo, width = np.uint64(first[s]), np.uint64(first[s + 1] - first[s])
+        at, size = np.uint64(rows_ptr[s]), np.uint64(rows_ptr[s + 1] - rows_ptr[s])
+        m = width + size
+        block = np.uint64(factor_ptr[s])
         for j in range(width):
-            yj = y[lo + j] / block[j, j]
+            column = block + j * m
+            yj = y[lo + j] / values[column + j]
             y[lo + j] = yj
-            for r in range(j + 1, width):
-                y[lo + r] -= block[j, r] * yj
-            for r in range(update.size):
-                q = update[r]
+            for r in range(j + np.uint64(1), width):
+                y[lo + r] -= values[column + r] * yj
+            for r in range(size):
+                q = np.uint64(rows[at + r])
                 if not collect or slot[q] < 0:
-                    y[q] -= block[j, width + r] * yj
+                    y[q] -= values[column + width + r] * yj
                 else:
-                    spill[slot[q]] -= block[j, width + r] * yj
+                    spill[slot[q]] -= values[column + width + r] * yj
 
 
 @nb.njit(cache=True)
@@ -684,17 +717,19 @@ def _backward(order, begin, end, first, rows_ptr, rows, factor_ptr, values, y):
     first (``order`` read backwards), in place in ``y``."""
     for i in range(end - 1, begin - 1, -1):
         s = order[i]
-        lo, hi = first[s], first[s + 1]
-        width = hi - lo
-        update = rows[rows_ptr[s]:rows_ptr[s + 1]]
-        block = values[factor_ptr[s]:factor_ptr[s + 1]].reshape((width, width + update.size))
-        for j in range(width - 1, -1, -1):
+        lo, width = np.uint64(first[s]), np.uint64(first[s + 1] - first[s])
+        at, size = np.uint64(rows_ptr[s]), np.uint64(rows_ptr[s + 1] - rows_ptr[s])
+        m = width + size
+        block = np.uint64(factor_ptr[s])
+        for k in range(width):
+            j = width - np.uint64(1) - k
+            column = block + j * m
             total = y[lo + j]
-            for r in range(j + 1, width):
-                total -= block[j, r] * y[lo + r]
-            for r in range(update.size):
-                total -= block[j, width + r] * y[update[r]]
-            y[lo + j] = total / block[j, j]
+            for r in range(j + np.uint64(1), width):
+                total -= values[column + r] * y[lo + r]
+            for r in range(size):
+                total -= values[column + width + r] * y[np.uint64(rows[at + r])]
+            y[lo + j] = total / values[column + j]
 
 
 @nb.njit(parallel=True, cache=True)
@@ -858,12 +893,12 @@ class Cholesky:
         groups = group_ptr.size - 2
         if groups == 1:
             # One thread: every front in turn (the last group, of supernodes above, is empty).
-            failed = _fronts(order, 0, group_ptr[-1], *common, self._work, 0)
+            failed = _fronts(order, 0, group_ptr[-1], *common, self._work)
         else:
             failed = _fronts_in_parallel(order, group_ptr, *common, self._work, self._work_ptr)
             if failed < 0:
                 failed = _fronts(order, group_ptr[groups], group_ptr[-1], *common,
-                                 self._work[self._work_ptr[groups]:], 0)
+                                 self._work[self._work_ptr[groups]:])
         if failed >= 0:
             raise NotPositiveDefinite(f"the matrix is not positive definite: pivot of row {self._perm[failed]}")
         if keep:

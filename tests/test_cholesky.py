@@ -7,7 +7,7 @@ import scipy.sparse.linalg as sla
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resgraph.cholesky import Cholesky, DenseFill, NotPositiveDefinite, _dissect
+from resgraph.cholesky import SMALL_FRONT, Cholesky, DenseFill, NotPositiveDefinite, _dissect, _factor_small_front
 from resgraph.csr import clamp_rows
 from resgraph.errors import ResgraphError
 
@@ -272,10 +272,41 @@ def test_a_pivot_that_is_not_positive_is_named_on_several_threads(monkeypatch):
         factor.factorise(matrix)
 
 
+@pytest.mark.parametrize("m, width", [(1, 1), (5, 3), (9, 4), (9, 9), (13, 6), (30, 17), (SMALL_FRONT, 21)])
+def test_small_fronts_by_loops_match_lapack(m, width):
+    """The loops' panels of four columns, whole and partial: the factor's columns and the Schur
+    complement left in the rest of the front, as a dense Cholesky gives them."""
+    rng = np.random.default_rng(m * width)
+    a = rng.normal(size=(m, m))
+    a = a @ a.T + m * np.eye(m)
+    work = a.ravel(order="F").copy()             # (symmetric: either layout)
+    assert _factor_small_front(work, m, width) == 0
+    front = work.reshape((m, m)).T               # front[i, j] = entry (i, j), lower triangle
+    lower = np.linalg.cholesky(a[:width, :width])
+    below = np.linalg.solve(lower, a[:width, width:]).T
+    schur = a[width:, width:] - below @ below.T
+    np.testing.assert_allclose(np.tril(front[:width, :width]), lower, rtol=1e-12, atol=1e-12 * m)
+    np.testing.assert_allclose(front[width:, :width], below, rtol=1e-12, atol=1e-12 * m)
+    np.testing.assert_allclose(np.tril(front[width:, width:]), np.tril(schur), rtol=1e-12, atol=1e-11 * m)
+    # A pivot that is not positive is told by its column, from 1.
+    bad = a.copy()
+    bad[width - 1, width - 1] = -1.0
+    assert _factor_small_front(bad.ravel(order="F").copy(), m, width) == width
+
+
 def test_a_matrix_that_is_not_positive_definite_is_named():
     matrix = sp.csr_matrix(np.array([[2.0, -1.0, 0.0], [-1.0, 2.0, -1.0], [0.0, -1.0, -5.0]]))
     factor = Cholesky(matrix)
     with pytest.raises(NotPositiveDefinite, match="pivot of row 2"):
         factor.factorise(matrix)
+    # In a front too large for the loops, LAPACK finds it.
+    dense = np.random.default_rng(3).normal(size=(SMALL_FRONT + 12, SMALL_FRONT + 12))
+    dense = dense @ dense.T + dense.shape[0] * np.eye(dense.shape[0])
+    dense[37, 37] = -1.0
+    big = sp.csr_matrix(dense)
+    factor = Cholesky(big)
+    assert np.diff(factor._first).max() > SMALL_FRONT          # (one dense front)
+    with pytest.raises(NotPositiveDefinite, match="pivot of row 37"):
+        factor.factorise(big)
     with pytest.raises(ResgraphError, match="no matrix has been factorised"):
         factor.solve(np.ones(3))
