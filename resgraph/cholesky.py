@@ -93,8 +93,8 @@ def _bfs(indptr, indices, start, label, mark, seen, stamp, level, queue):
     while head < tail:
         v = queue[head]
         head += 1
-        for t in range(indptr[v], indptr[v + 1]):
-            w = indices[t]
+        for t in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
+            w = np.uint64(indices[t])      # (unsigned, as in _factor_small_front)
             if seen[w] == stamp:
                 continue
             if mark[w] == label:
@@ -413,21 +413,22 @@ def _analyse(indptr, indices, perm, first, parent, limit):
         if begin + most > rows.size:
             rows = np.concatenate((rows, np.empty(max(rows.size, begin + most - rows.size), np.int64)))
         end = begin
+        # (Unsigned indices in the loops over entries, as in _factor_small_front.)
         for p in range(lo, hi):
             v = perm[p]
-            for t in range(indptr[v], indptr[v + 1]):
-                q = inverse[indices[t]]
-                if q >= hi and marker[q] != s:
-                    marker[q] = s
-                    rows[end] = q
+            for t in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
+                q = inverse[np.uint64(indices[t])]
+                if q >= hi and marker[np.uint64(q)] != s:
+                    marker[np.uint64(q)] = s
+                    rows[np.uint64(end)] = q
                     end += 1
         for t in range(child_ptr[s], child_ptr[s + 1]):
             c = children[t]
-            for r in range(rows_ptr[c], rows_ptr[c + 1]):
+            for r in range(np.uint64(rows_ptr[c]), np.uint64(rows_ptr[c + 1])):
                 q = rows[r]
-                if q >= hi and marker[q] != s:
-                    marker[q] = s
-                    rows[end] = q
+                if q >= hi and marker[np.uint64(q)] != s:
+                    marker[np.uint64(q)] = s
+                    rows[np.uint64(end)] = q
                     end += 1
         _sort(rows, begin, end)
         rows_ptr[s + 1] = end
@@ -439,17 +440,17 @@ def _analyse(indptr, indices, perm, first, parent, limit):
             local[rows[r]] = width + r - begin
         for p in range(lo, hi):
             v = perm[p]
-            for t in range(indptr[v], indptr[v + 1]):
-                q = inverse[indices[t]]
+            for t in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
+                q = inverse[np.uint64(indices[t])]
                 if q >= p:
-                    destination[t] = local[p] * m + local[q]
+                    destination[t] = local[p] * m + local[np.uint64(q)]
         if child_ptr[s + 1] > child_ptr[s]:
             if relative.size < rows.size:
                 relative = np.concatenate((relative, np.empty(rows.size - relative.size, np.int64)))
             for t in range(child_ptr[s], child_ptr[s + 1]):
                 c = children[t]
-                for r in range(rows_ptr[c], rows_ptr[c + 1]):
-                    relative[r] = local[rows[r]]
+                for r in range(np.uint64(rows_ptr[c]), np.uint64(rows_ptr[c + 1])):
+                    relative[r] = local[np.uint64(rows[r])]
         factor_ptr[s + 1] = factor_ptr[s] + width * m
         if factor_ptr[s + 1] > limit:
             factor_ptr[count] = factor_ptr[s + 1]
