@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 from .compiled import CompiledNetwork
 from .csr import clamp_rows, contract
-from .forest import potentials_along, spanning_forest
+from .forest import forest_of_touched, potentials_along
 from .kkt import constraint_slack, diode_currents
 from .linalg import SPDSolver
 
@@ -72,9 +72,12 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
     n = c.num_free
     idx = np.flatnonzero(active)
     tail, head, drop = c.diode_anode_var[idx], c.diode_cathode_var[idx], c.diode_offset[idx]
-    forest = spanning_forest(n + 1, tail, head, np.array([n]), prefer[idx])
-    base = potentials_along(forest, tail, head, drop, np.zeros(n + 1))[:n]
-    root = forest.root[:n]
+    # The forest over the variables the active diodes touch; every other one is a cluster alone.
+    nodes, local_tail, local_head, forest = forest_of_touched(tail, head, n, prefer[idx])
+    root = np.arange(n)
+    root[nodes[:-1]] = nodes[forest.root[:-1]]
+    base = np.zeros(n)
+    base[nodes[:-1]] = potentials_along(forest, local_tail, local_head, drop, np.zeros(nodes.size))[:-1]
     free = root != n
     unknown = np.zeros(n, bool)
     unknown[root[free]] = True
