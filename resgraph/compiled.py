@@ -108,7 +108,8 @@ class CompiledNetwork:
         if n < 2:
             return False
         start = int(np.argmax(np.diff(self.sweep.indptr)))
-        return bfs_depth(self.sweep.indptr, self.sweep.indices, start) > MESH_DEPTH_FACTOR * np.log2(n)
+        deep = int(MESH_DEPTH_FACTOR * np.log2(n))
+        return bfs_depth(self.sweep.indptr, self.sweep.indices, start, beyond=deep) > MESH_DEPTH_FACTOR * np.log2(n)
 
     @functools.cached_property
     def cholesky(self) -> "Cholesky | None":
