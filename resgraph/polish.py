@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .compiled import CompiledNetwork
-from .csr import clamp_rows, contract
+from .csr import clamp_rows, cluster_drive, contract
 from .forest import forest_of_touched, potentials_along
 from .kkt import constraint_slack, diode_currents
 from .linalg import SPDSolver
@@ -49,10 +49,11 @@ class PolishResult:
     converged: bool
 
 
-def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray) -> sp.csr_matrix:
-    """``P' Q P`` in the rows of the cluster roots, identity in every other row (see below)."""
+def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray, merged: bool) -> sp.csr_matrix:
+    """``P' Q P`` in the rows of the cluster roots, identity in every other row (see below);
+    ``merged``: whether any two free variables are in one cluster."""
     n = root.size
-    if np.array_equal(root, np.where(root == n, n, np.arange(n))):
+    if not merged:
         # No two free variables merged: keep Q's structure, zero what touches fixed variables.
         return sp.csr_matrix((clamp_rows(q.indptr, q.indices, q.data, unknown), q.indices, q.indptr), shape=(n, n))
     indptr, indices, data = contract(q.indptr, q.indices, q.data, np.where(root == n, -1, root), n, ~unknown)
@@ -74,17 +75,18 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
     tail, head, drop = c.diode_anode_var[idx], c.diode_cathode_var[idx], c.diode_offset[idx]
     # The forest over the variables the active diodes touch; every other one is a cluster alone.
     nodes, local_tail, local_head, forest = forest_of_touched(tail, head, n, prefer[idx])
+    touched, touched_root = nodes[:-1], nodes[forest.root[:-1]]
     root = np.arange(n)
-    root[nodes[:-1]] = nodes[forest.root[:-1]]
+    root[touched] = touched_root
     base = np.zeros(n)
-    base[nodes[:-1]] = potentials_along(forest, local_tail, local_head, drop, np.zeros(nodes.size))[:-1]
+    base[touched] = potentials_along(forest, local_tail, local_head, drop, np.zeros(nodes.size))[:-1]
     free = root != n
     unknown = np.zeros(n, bool)
     unknown[root[free]] = True
     q = c.q_matrix
-    reduced = _reduced_matrix(q, root, unknown)
+    reduced = _reduced_matrix(q, root, unknown, merged=bool(np.any((touched_root != touched) & (touched_root != n))))
     # x = y[root] + base on free clusters, base on fixed ones; the drive sums over each cluster.
-    rhs = np.bincount(root[free], weights=(c.sweep.source - q @ base)[free], minlength=n)
+    rhs = cluster_drive(q.indptr, q.indices, q.data, c.sweep.source, root, touched, base)
     guess = np.where(unknown, x - base, 0.0)
     y = solver.solve(reduced, rhs, guess, rtol)
     return np.where(free, y[np.minimum(root, n - 1)], 0.0) + base

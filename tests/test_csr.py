@@ -1,11 +1,13 @@
 """The compilation's CSR kernels against SciPy: a symmetric matrix from edges (parallel edges
 summed), renumbering it (rows short enough for insertion sort, one long enough for argsort, empty
-rows) and adding a diagonal; the certificate's current scale."""
+rows) and adding a diagonal; the certificate's current scale; the polish's rows of products and
+cluster drives."""
 import numpy as np
 import scipy.sparse as sp
 
-from resgraph.csr import (INSERTION_MAX, clamp_rows, contract, diagonal_minus, largest_row_magnitude,
-                          permute_symmetric, stamp_resistors, symmetric_from_edges)
+from resgraph.csr import (INSERTION_MAX, clamp_rows, cluster_drive, contract, diagonal_minus,
+                          largest_row_magnitude, permute_symmetric, row_products, stamp_resistors,
+                          symmetric_from_edges)
 
 
 def graph_edges(n: int, rng: np.random.Generator):
@@ -142,3 +144,35 @@ def test_largest_row_magnitude_matches_scipy():
     expected = np.max(np.abs(offset) + abs(m) @ np.abs(x))
     assert np.isclose(largest_row_magnitude(m.indptr, m.indices, m.data, offset, x), expected, rtol=1e-14)
     assert largest_row_magnitude(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0)) == 0.0
+
+
+def test_row_products_match_scipy():
+    rng = np.random.default_rng(8)
+    matrix = symmetric_graph(200, rng)
+    x = rng.normal(size=200)
+    rows = np.array([0, 3, 3, 199, 57])                   # (a long row, a repeat, an empty one)
+    np.testing.assert_allclose(row_products(matrix.indptr, matrix.indices, matrix.data, rows, x),
+                               (matrix @ x)[rows], rtol=1e-13, atol=1e-13)
+    assert row_products(matrix.indptr, matrix.indices, matrix.data, np.zeros(0, np.int64), x).size == 0
+
+
+def test_cluster_drive_sums_source_minus_product_over_clusters():
+    rng = np.random.default_rng(9)
+    n = 200
+    matrix = symmetric_graph(n, rng) + sp.diags(rng.uniform(1, 2, n))
+    matrix = matrix.tocsr()
+    source = rng.normal(size=n)
+    # Clusters: some variables fixed (root n), some merged into a root, the rest alone.
+    root = np.arange(n)
+    root[rng.choice(n, 30, replace=False)] = n
+    merged = rng.choice(np.flatnonzero(root < n), 40, replace=False)
+    root[merged[1:20]] = merged[0]
+    root[merged[21:]] = merged[20]
+    touched = np.flatnonzero(root != np.arange(n))
+    base = np.zeros(n)
+    base[touched] = rng.normal(size=touched.size)
+    base[touched[::5]] = 0.0                               # (a touched variable may sit at 0 V)
+    free = root != n
+    expected = np.bincount(root[free], weights=(source - matrix @ base)[free], minlength=n)
+    got = cluster_drive(matrix.indptr, matrix.indices, matrix.data, source, root, touched, base)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
