@@ -120,6 +120,9 @@ def forest_of_touched(tail: np.ndarray, head: np.ndarray, fixed: int, prefer: np
     nodes' numbers (``fixed`` last) and the edges and forest in their positions there. The same
     forest as over every node, where the others stand alone, at a cost set by the edges (a few
     hundred conducting diodes among 1e4 variables: 96 -> 41 us for their currents)."""
+    if tail.size == 0:
+        none = np.zeros(0, np.int64)
+        return np.array([fixed]), none, none, Forest(np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.int64))
     nodes, local = np.unique(np.r_[tail, head, fixed], return_inverse=True)
     local_tail, local_head = local[:tail.size], local[tail.size:2 * tail.size]
     return nodes, local_tail, local_head, spanning_forest(nodes.size, local_tail, local_head, local[-1:], prefer)

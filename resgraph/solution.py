@@ -45,7 +45,8 @@ def build_solution(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, kkt: KKTR
                    sweeps: int, polish_iterations: int, backend: str, timings: dict) -> Solution:
     v = c.potentials(x)
     ra, rb, g = c.resistors
-    i_r = g * (v[ra] - v[rb])
+    drop = v[ra] - v[rb]
+    i_r = g * drop
     anode, cathode = c.diodes
     ca, cb, current = c.current_sources
     # Current leaving each node through resistors, current sources and diodes; voltage sources
@@ -57,6 +58,6 @@ def build_solution(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, kkt: KKTR
     flow, _ = tree_flows(c.vs_forest, plus, minus, -out, plus.size)
     return Solution(
         potentials=v, resistor_currents=i_r, diode_currents=lam, voltage_source_currents=-flow,
-        diode_on=lam > 0, power=float(np.sum(g * (v[ra] - v[rb]) ** 2)), kkt=kkt,
+        diode_on=lam > 0, power=float(np.dot(i_r, drop)), kkt=kkt,
         converged=bool(kkt.scaled <= tol), sweeps=sweeps, polish_iterations=polish_iterations,
         backend=backend, variables=x, timings=timings)

@@ -66,6 +66,11 @@ def check_kirchhoff(net: rg.Network, sol: rg.Solution, rtol: float = 1e-8) -> No
     assert np.all(sol.diode_currents >= -rtol * iscale), "a diode carries negative current"
     comp = np.minimum(sol.diode_currents / iscale, (v[dc] - v[da]) / vscale)
     assert np.all(np.abs(comp) <= rtol), "a diode both conducts and blocks"
+    # The power the resistors dissipate is what the sources deliver (ideal diodes take none).
+    dissipated = float(np.sum(g * (v[ra] - v[rb]) ** 2))
+    delivered = float(volts @ sol.voltage_source_currents + amps @ (v[cb] - v[ca]))
+    np.testing.assert_allclose(sol.power, dissipated, rtol=1e-12, atol=1e-12 * iscale * vscale)
+    assert abs(dissipated - delivered) <= rtol * iscale * vscale * max(1, ra.size), "power is not conserved"
     assert sol.converged
     assert sol.kkt.scaled <= rtol
 
