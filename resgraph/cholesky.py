@@ -363,42 +363,26 @@ def _sort(values, begin, end):
 
 
 @nb.njit(cache=True)
-def _analyse(indptr, indices, perm, first, parent, limit):
-    """Row patterns of the fronts and where every entry goes. Returns ``(child_ptr, children,
-    rows_ptr, rows, relative, destination, factor_ptr)``:
-
-    - the update rows of supernode ``s`` (positions beyond its own, ascending) are
-      ``rows[rows_ptr[s]:rows_ptr[s + 1]]``, and ``relative`` holds, alongside, each one's index
-      in the parent's front;
-    - its front is ``m x m`` (column-major, ``m`` its columns and update rows); its first
-      columns, its block of the factor, are kept at ``factor_ptr[s]:factor_ptr[s + 1]``;
-    - ``destination[t]`` is the offset in its front of the matrix entry ``t`` (``-1`` for one
-      above the diagonal).
-
-    Stops as soon as the factor holds more than ``limit`` entries (``factor_ptr[-1]`` then
-    exceeds it, the rest is not filled in)."""
+def _front_rows(indptr, indices, perm, inverse, first, parent, limit):
+    """The first, serial pass of :func:`_analyse`: each supernode's update rows, unsorted.
+    Returns ``(child_ptr, children, rows_ptr, rows, factor_ptr)``; stops as soon as the factor
+    holds more than ``limit`` entries (``factor_ptr[-1]`` then exceeds it)."""
     n = perm.size
     count = parent.size
-    inverse = np.empty(n, np.int64)
-    for p in range(n):
-        inverse[perm[p]] = p
     child_ptr = np.zeros(count + 1, np.int64)
     for s in range(count):
         if parent[s] >= 0:
             child_ptr[parent[s] + 1] += 1
     child_ptr = np.cumsum(child_ptr)
-    children = np.empty(max(child_ptr[count], 1), np.int64)
+    children = np.zeros(max(child_ptr[count], 1), np.int64)
     fill = child_ptr[:-1].copy()
     for s in range(count):
         if parent[s] >= 0:
             children[fill[parent[s]]] = s
             fill[parent[s]] += 1
     marker = np.full(n, -1, np.int64)
-    local = np.empty(n, np.int64)
     rows_ptr = np.zeros(count + 1, np.int64)
     rows = np.empty(max(n, 16), np.int64)
-    relative = np.empty(0, np.int64)
-    destination = np.full(indices.size, -1, np.int64)
     factor_ptr = np.zeros(count + 1, np.int64)
     for s in range(count):
         lo, hi = first[s], first[s + 1]
@@ -430,35 +414,83 @@ def _analyse(indptr, indices, perm, first, parent, limit):
                     marker[np.uint64(q)] = s
                     rows[np.uint64(end)] = q
                     end += 1
-        _sort(rows, begin, end)
         rows_ptr[s + 1] = end
-        width, size = hi - lo, end - begin
-        m = width + size
-        for p in range(lo, hi):
-            local[p] = p - lo
-        for r in range(begin, end):
-            local[rows[r]] = width + r - begin
-        for p in range(lo, hi):
-            v = perm[p]
-            for t in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
-                q = inverse[np.uint64(indices[t])]
-                if q >= p:
-                    destination[t] = local[p] * m + local[np.uint64(q)]
-        if child_ptr[s + 1] > child_ptr[s]:
-            if relative.size < rows.size:
-                relative = np.concatenate((relative, np.empty(rows.size - relative.size, np.int64)))
+        factor_ptr[s + 1] = factor_ptr[s] + (hi - lo) * (hi - lo + end - begin)
+        if factor_ptr[s + 1] > limit:
+            factor_ptr[count] = factor_ptr[s + 1]
+            break
+    return child_ptr, children, rows_ptr, rows[:rows_ptr[count]].copy(), factor_ptr
+
+
+@nb.njit(parallel=True, cache=True)
+def _front_layout(indptr, indices, perm, inverse, first, child_ptr, children, rows_ptr, rows, chunk_ptr):
+    """The second pass of :func:`_analyse`, on threads: every supernode's rows sorted, then where
+    its matrix entries go in its front and where its children's update rows go in it. Supernodes
+    ``chunk_ptr[k]:chunk_ptr[k + 1]`` are one thread's, in each half. Returns ``(relative,
+    destination)``. (Called from Python only: see :mod:`resgraph.csr` on numba's cache.)"""
+    n = perm.size
+    chunks = chunk_ptr.size - 1
+    relative = np.empty(rows.size, np.int64)
+    destination = np.full(indices.size, -1, np.int64)
+    for k in nb.prange(chunks):
+        for s in range(chunk_ptr[k], chunk_ptr[k + 1]):
+            _sort(rows, rows_ptr[s], rows_ptr[s + 1])
+    # (A second loop: a parent reads its children's rows in their sorted order.)
+    for k in nb.prange(chunks):
+        local = np.empty(n, np.int64)
+        for s in range(chunk_ptr[k], chunk_ptr[k + 1]):
+            lo, hi = first[s], first[s + 1]
+            begin, end = rows_ptr[s], rows_ptr[s + 1]
+            width = hi - lo
+            m = width + end - begin
+            for p in range(lo, hi):
+                local[p] = p - lo
+            for r in range(begin, end):
+                local[rows[r]] = width + r - begin
+            for p in range(lo, hi):
+                v = perm[p]
+                for t in range(np.uint64(indptr[v]), np.uint64(indptr[v + 1])):
+                    q = inverse[np.uint64(indices[t])]
+                    if q >= p:
+                        destination[t] = local[p] * m + local[np.uint64(q)]
             for t in range(child_ptr[s], child_ptr[s + 1]):
                 c = children[t]
                 for r in range(np.uint64(rows_ptr[c]), np.uint64(rows_ptr[c + 1])):
                     relative[r] = local[np.uint64(rows[r])]
-        factor_ptr[s + 1] = factor_ptr[s] + width * m
-        if factor_ptr[s + 1] > limit:
-            factor_ptr[count] = factor_ptr[s + 1]
-            break
-    total = rows_ptr[count]
-    if relative.size < total:
-        relative = np.concatenate((relative, np.empty(total - relative.size, np.int64)))
-    return child_ptr, children, rows_ptr, rows[:total].copy(), relative[:total].copy(), destination, factor_ptr
+    return relative, destination
+
+
+def _analyse(indptr: np.ndarray, indices: np.ndarray, perm: np.ndarray, first: np.ndarray, parent: np.ndarray,
+             limit: int, threads: int = 1) -> tuple[np.ndarray, ...]:
+    """Row patterns of the fronts and where every entry goes. Returns ``(child_ptr, children,
+    rows_ptr, rows, relative, destination, factor_ptr)``:
+
+    - the update rows of supernode ``s`` (positions beyond its own, ascending) are
+      ``rows[rows_ptr[s]:rows_ptr[s + 1]]``, and ``relative`` holds, alongside, each one's index
+      in the parent's front;
+    - its front is ``m x m`` (column-major, ``m`` its columns and update rows); its first
+      columns, its block of the factor, are kept at ``factor_ptr[s]:factor_ptr[s + 1]``;
+    - ``destination[t]`` is the offset in its front of the matrix entry ``t`` (``-1`` for one
+      above the diagonal).
+
+    The rows are gathered in one pass, children first (:func:`_front_rows`); sorting them and
+    placing the entries runs on ``threads`` (:func:`_front_layout`; 1e4-node lattice, 2 threads:
+    1.10 -> 0.66 ms, 1e5 8.6 -> 7.9 ms, 1e6 116 -> 88 ms, same process). Stops as soon as the
+    factor holds more than ``limit`` entries (``factor_ptr[-1]`` then exceeds it, and nothing
+    else is filled in)."""
+    inverse = np.empty(perm.size, np.int64)
+    inverse[perm] = np.arange(perm.size)
+    child_ptr, children, rows_ptr, rows, factor_ptr = _front_rows(indptr, indices, perm, inverse, first, parent,
+                                                                  limit)
+    if factor_ptr[-1] > limit:
+        return child_ptr, children, rows_ptr, rows, np.zeros(0, np.int64), np.zeros(0, np.int64), factor_ptr
+    # Threads' shares of the supernodes, by their rows and columns.
+    work = np.cumsum(np.diff(rows_ptr) + np.diff(first))
+    chunk_ptr = np.r_[0, np.searchsorted(work, work[-1] * np.arange(1, threads) / threads, side="right"),
+                      parent.size] if parent.size else np.zeros(2, np.int64)
+    relative, destination = _front_layout(indptr, indices, perm, inverse, first, child_ptr, children, rows_ptr,
+                                          rows, chunk_ptr)
+    return child_ptr, children, rows_ptr, rows, relative, destination, factor_ptr
 
 
 @nb.njit(cache=True)
@@ -816,7 +848,8 @@ class Cholesky:
         self._perm, self._first, parent, complete = _dissect(matrix.indptr, matrix.indices, limit, threads)
         if complete:
             (self._child_ptr, self._children, self._rows_ptr, self._rows, self._relative, self._destination,
-             self._factor_ptr) = _analyse(matrix.indptr, matrix.indices, self._perm, self._first, parent, limit)
+             self._factor_ptr) = _analyse(matrix.indptr, matrix.indices, self._perm, self._first, parent, limit,
+                                          threads)
         if not complete or self._factor_ptr[-1] > limit:
             raise DenseFill(f"the factor would hold more than {max_fill:g} entries per row")
         (self._order, self._group_ptr, self._stack_offset, self._stack_ptr,

@@ -7,7 +7,8 @@ import scipy.sparse.linalg as sla
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resgraph.cholesky import SMALL_FRONT, Cholesky, DenseFill, NotPositiveDefinite, _dissect, _factor_small_front
+from resgraph.cholesky import (SMALL_FRONT, Cholesky, DenseFill, NotPositiveDefinite, _analyse, _dissect,
+                               _factor_small_front)
 from resgraph.csr import clamp_rows
 from resgraph.errors import ResgraphError
 
@@ -270,6 +271,24 @@ def test_a_pivot_that_is_not_positive_is_named_on_several_threads(monkeypatch):
     assert factor._group_ptr.size - 2 == cholesky.nb.get_num_threads()
     with pytest.raises(NotPositiveDefinite, match="pivot of row 417"):
         factor.factorise(matrix)
+
+
+@pytest.mark.parametrize("threads", [2, 3, 7])
+def test_analysis_on_several_threads_gives_the_one_thread_analysis(threads):
+    """Rows sorted and entries placed on threads (each its share of the supernodes), after the
+    rows are gathered in one pass: the same patterns, places and offsets as on one thread; and
+    an analysis that passes its limit stops the same way."""
+    rng = np.random.default_rng(threads)
+    for matrix in (lattice(37, rng), random_graph(500, 1500, rng, components=3), random_graph(5, 0, rng)):
+        perm, first, parent, _ = _dissect(matrix.indptr, matrix.indices, 2**62)
+        one = _analyse(matrix.indptr, matrix.indices, perm, first, parent, 2**62)
+        several = _analyse(matrix.indptr, matrix.indices, perm, first, parent, 2**62, threads)
+        assert all(np.array_equal(a, b) for a, b in zip(one, several))
+        rows_ptr, rows = one[2], one[3]
+        assert all(np.all(np.diff(rows[rows_ptr[s]:rows_ptr[s + 1]]) > 0) for s in range(parent.size))
+        limit = one[-1][-1] // 2
+        stopped = _analyse(matrix.indptr, matrix.indices, perm, first, parent, limit, threads)
+        assert stopped[-1][-1] > limit
 
 
 @pytest.mark.parametrize("m, width", [(1, 1), (5, 3), (9, 4), (9, 9), (13, 6), (30, 17), (SMALL_FRONT, 21)])
