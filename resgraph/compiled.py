@@ -339,7 +339,7 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
     coupled = is_con & (a_var < num_free) & (c_var < num_free)
     colour = _colours(num_free, coupling, a_var[coupled], c_var[coupled], net, node_var, roots, colouring)
     # Renumber variables colour by colour.
-    perm = np.lexsort((np.arange(num_free), colour))       # new -> old
+    perm = np.argsort(colour, kind="stable")               # new -> old
     new_of = np.empty(num_free + 1, np.int64)
     new_of[perm] = np.arange(num_free)
     new_of[num_free] = num_free
