@@ -485,9 +485,11 @@ def _analyse(indptr: np.ndarray, indices: np.ndarray, perm: np.ndarray, first: n
     if factor_ptr[-1] > limit:
         return child_ptr, children, rows_ptr, rows, np.zeros(0, np.int64), np.zeros(0, np.int64), factor_ptr
     # Threads' shares of the supernodes, by their rows and columns.
-    work = np.cumsum(np.diff(rows_ptr) + np.diff(first))
-    chunk_ptr = np.r_[0, np.searchsorted(work, work[-1] * np.arange(1, threads) / threads, side="right"),
-                      parent.size] if parent.size else np.zeros(2, np.int64)
+    chunk_ptr = np.array([0, parent.size])
+    if threads > 1 and parent.size:
+        work = np.cumsum(np.diff(rows_ptr) + np.diff(first))
+        chunk_ptr = np.concatenate(([0], np.searchsorted(work, work[-1] * np.arange(1, threads) / threads,
+                                                         side="right"), [parent.size]))
     relative, destination = _front_layout(indptr, indices, perm, inverse, first, child_ptr, children, rows_ptr,
                                           rows, chunk_ptr)
     return child_ptr, children, rows_ptr, rows, relative, destination, factor_ptr
@@ -856,7 +858,7 @@ class Cholesky:
          self._work_ptr) = _schedule(self._first, parent, self._child_ptr, self._children, self._rows_ptr, threads)
         # Where each supernode's update matrix is kept, when they are (see KEPT_UPDATES_EARLY).
         sizes = np.diff(self._rows_ptr)
-        kept_ptr = np.r_[0, np.cumsum(sizes * sizes)]
+        kept_ptr = np.concatenate(([0], np.cumsum(sizes * sizes)))
         self._kept_offset = kept_ptr[:-1] if kept_ptr[-1] <= KEPT_UPDATES_MAX else None
         self._kept_early = kept_ptr[-1] <= KEPT_UPDATES_EARLY
         self._kept_total = kept_ptr[-1]
