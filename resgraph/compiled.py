@@ -357,7 +357,9 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
         lower_bound=lower, upper_bound=upper, lower_ptr=lower_ptr, lower_var=lower_var,
         lower_offset=lower_offset, upper_ptr=upper_ptr, upper_var=upper_var,
         upper_offset=upper_offset, colour_ptr=colour_ptr.astype(np.int64))
-    q_indptr, q_indices, q_data = diagonal_minus(indptr, indices, conductance, total)
+    # Index arrays as SciPy would keep them: 32-bit where every index and count fits.
+    index = np.empty(0, np.int32 if max(indptr[-1] + num_free, num_free) < 2**31 else np.int64)
+    q_indptr, q_indices, q_data = diagonal_minus(indptr, indices, conductance, total, index)
     q = sp.csr_matrix((q_data, q_indices, q_indptr), shape=(num_free, num_free))
     return CompiledNetwork(
         num_nodes=net.num_nodes, num_free=num_free, node_var=node_var, node_offset=offset,

@@ -306,12 +306,16 @@ def permute_symmetric(indptr, indices, data, perm, new_of):
 
 
 @nb.njit(parallel=True, cache=True)
-def diagonal_minus(indptr, indices, data, diagonal):
+def diagonal_minus(indptr, indices, data, diagonal, index):
     """``diag(diagonal) - A`` for a CSR matrix ``A`` with sorted columns and no diagonal entries,
-    as CSR with sorted columns. Returns ``(indptr, indices, data)``."""
+    as CSR with sorted columns, its ``indptr`` and ``indices`` of ``index``'s dtype (SciPy keeps
+    int32 ones as they are, and copies int64 ones down to int32 where they fit: 5.4 ms against
+    0.1 ms for the matrix of a 1e6-node random graph). Returns ``(indptr, indices, data)``."""
     n = indptr.size - 1
-    ptr = indptr + np.arange(n + 1)
-    out_indices = np.empty(ptr[n], np.int64)
+    ptr = np.empty(n + 1, index.dtype)
+    for i in range(n + 1):
+        ptr[i] = indptr[i] + i
+    out_indices = np.empty(ptr[n], index.dtype)
     out_data = np.empty(ptr[n], data.dtype)
     for i in nb.prange(n):
         s = ptr[i]

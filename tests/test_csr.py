@@ -59,12 +59,15 @@ def test_diagonal_minus_matches_scipy():
     rng = np.random.default_rng(1)
     m = symmetric_graph(200, rng)
     diagonal = rng.uniform(1.0, 2.0, 200)
-    indptr, indices, data = diagonal_minus(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data, diagonal)
     expected = (sp.diags(diagonal) - m).tocsr()
     expected.sort_indices()
-    assert np.array_equal(indptr, expected.indptr)
-    assert np.array_equal(indices, expected.indices)
-    assert np.array_equal(data, expected.data)
+    for index in (np.int32, np.int64):
+        indptr, indices, data = diagonal_minus(m.indptr.astype(np.int64), m.indices.astype(np.int64), m.data, diagonal,
+                                               np.empty(0, index))
+        assert indptr.dtype == indices.dtype == index
+        assert np.array_equal(indptr, expected.indptr)
+        assert np.array_equal(indices, expected.indices)
+        assert np.array_equal(data, expected.data)
 
 
 def test_contract_matches_scipy():
