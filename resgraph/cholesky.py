@@ -425,9 +425,9 @@ def _front_rows(indptr, indices, perm, inverse, first, parent, limit):
 @nb.njit(parallel=True, cache=True)
 def _front_layout(indptr, indices, perm, inverse, first, child_ptr, children, rows_ptr, rows, chunk_ptr):
     """The second pass of :func:`_analyse`, on threads: every supernode's rows sorted, then where
-    its matrix entries go in its front and where its children's update rows go in it. Supernodes
-    ``chunk_ptr[k]:chunk_ptr[k + 1]`` are one thread's, in each half. Returns ``(relative,
-    destination)``. (Called from Python only: see :mod:`resgraph.csr` on numba's cache.)"""
+    its matrix entries go in its front and where its children's update rows go in it (the
+    sorting done for all before the placing starts). Supernodes ``chunk_ptr[k]:chunk_ptr[k + 1]``
+    are one thread's in both. Returns ``(relative, destination)``. (Called from Python only: see :mod:`resgraph.csr` on numba's cache.)"""
     n = perm.size
     chunks = chunk_ptr.size - 1
     relative = np.empty(rows.size, np.int64)
