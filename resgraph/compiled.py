@@ -108,8 +108,8 @@ class CompiledNetwork:
         if n < 2:
             return False
         start = int(np.argmax(np.diff(self.sweep.indptr)))
-        deep = int(MESH_DEPTH_FACTOR * np.log2(n))
-        return bfs_depth(self.sweep.indptr, self.sweep.indices, start, beyond=deep) > MESH_DEPTH_FACTOR * np.log2(n)
+        threshold = MESH_DEPTH_FACTOR * np.log2(n)
+        return bfs_depth(self.sweep.indptr, self.sweep.indices, start, beyond=int(threshold)) > threshold
 
     @functools.cached_property
     def cholesky(self) -> "Cholesky | None":
@@ -358,7 +358,7 @@ def compile_network(net: "Network", colouring: np.ndarray | None = None) -> Comp
         lower_offset=lower_offset, upper_ptr=upper_ptr, upper_var=upper_var,
         upper_offset=upper_offset, colour_ptr=colour_ptr.astype(np.int64))
     # Index arrays as SciPy would keep them: 32-bit where every index and count fits.
-    index = np.empty(0, np.int32 if max(indptr[-1] + num_free, num_free) < 2**31 else np.int64)
+    index = np.empty(0, np.int32 if indptr[-1] + num_free < 2**31 else np.int64)
     q_indptr, q_indices, q_data = diagonal_minus(indptr, indices, conductance, total, index)
     q = sp.csr_matrix((q_data, q_indices, q_indptr), shape=(num_free, num_free))
     return CompiledNetwork(

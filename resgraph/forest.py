@@ -122,7 +122,8 @@ def forest_of_touched(tail: np.ndarray, head: np.ndarray, fixed: int, prefer: np
     hundred conducting diodes among 1e4 variables: 96 -> 41 us for their currents)."""
     if tail.size == 0:
         none = np.zeros(0, np.int64)
-        return np.array([fixed]), none, none, Forest(np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.int64))
+        alone = Forest(np.zeros(1, np.int64), np.full(1, -1, np.int64), np.zeros(1, np.int64))
+        return np.array([fixed]), none, none, alone
     nodes, local = np.unique(np.r_[tail, head, fixed], return_inverse=True)
     local_tail, local_head = local[:tail.size], local[tail.size:2 * tail.size]
     return nodes, local_tail, local_head, spanning_forest(nodes.size, local_tail, local_head, local[-1:], prefer)
@@ -237,10 +238,12 @@ def _bfs_depths(indptr, indices, starts, beyond):
     return depth
 
 
-def bfs_depths(indptr: np.ndarray, indices: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Hops from the nearest of ``starts`` to every node of a CSR graph (-1 where unreachable)."""
+def bfs_depths(indptr: np.ndarray, indices: np.ndarray, starts: np.ndarray, beyond: int | None = None) -> np.ndarray:
+    """Hops from the nearest of ``starts`` to every node of a CSR graph (-1 where unreachable);
+    with ``beyond``, the search stops at the first node more than that many hops away."""
+    limit = np.iinfo(np.int64).max if beyond is None else int(beyond)
     return _bfs_depths(np.asarray(indptr, np.int64), np.asarray(indices, np.int64),
-                       np.asarray(starts, np.int64), np.iinfo(np.int64).max)
+                       np.asarray(starts, np.int64), limit)
 
 
 def bfs_depth(indptr: np.ndarray, indices: np.ndarray, start: int = 0, beyond: int | None = None) -> int:
@@ -248,6 +251,4 @@ def bfs_depth(indptr: np.ndarray, indices: np.ndarray, start: int = 0, beyond: i
     about sqrt(n) on a 2-D mesh, about log(n) on a random (expander) graph. With ``beyond``,
     the search stops at the first node deeper than that, whose depth it returns (a 1e4-node
     lattice is known to be deeper than 40 after a tenth of it)."""
-    limit = np.iinfo(np.int64).max if beyond is None else int(beyond)
-    return int(_bfs_depths(np.asarray(indptr, np.int64), np.asarray(indices, np.int64),
-                           np.array([start], np.int64), limit).max())
+    return int(bfs_depths(indptr, indices, np.array([start]), beyond).max())

@@ -75,8 +75,8 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.
         return lam
     # Only the variables the active diodes touch take part, and the fixed potentials (``n``).
     nodes, tail, head, forest = forest_of_touched(c.diode_anode_var[idx], c.diode_cathode_var[idx], n)
-    q = c.q_matrix
-    excess = np.append(c.sweep.source[nodes[:-1]] - row_products(q.indptr, q.indices, q.data, nodes[:-1], x), 0.0)
+    q, variables = c.q_matrix, nodes[:-1]
+    excess = np.append(c.sweep.source[variables] - row_products(q.indptr, q.indices, q.data, variables, x), 0.0)
     flow, _ = tree_flows(forest, tail, head, excess, idx.size)
     in_tree = np.zeros(idx.size, bool)
     in_tree[forest.parent_edge[forest.parent_edge >= 0]] = True
