@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
 from .compiled import CompiledNetwork
-from .csr import largest_row_magnitude, row_products
+from .csr import row_products
 from .forest import forest_of_touched, tree_flows
 
 
@@ -51,11 +52,6 @@ def constraint_slack(c: CompiledNetwork, x: np.ndarray) -> np.ndarray:
     """Per diode, ``w - (x[a] - x[c])`` in volts (>= 0 when the diode is not reverse-violated)."""
     xf = np.append(x, 0.0)
     return c.diode_offset - (xf[c.diode_anode_var] - xf[c.diode_cathode_var])
-
-
-def outflow(c: CompiledNetwork, x: np.ndarray) -> np.ndarray:
-    """Current (A) leaving each free variable through resistors and current sources: ``Q x - source``."""
-    return c.q_matrix @ x - c.sweep.source
 
 
 def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.ndarray:
@@ -130,22 +126,52 @@ def _balance_loops(forest, tail, head, flow, loops):
 
 def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     """Measure how far ``(x, lam)`` is from satisfying the KKT conditions."""
-    n = c.num_free
-    con = c.diode_is_constraint
-    balance = (np.append(outflow(c, x), 0.0) + np.bincount(c.diode_anode_var[con], lam[con], n + 1)
-               - np.bincount(c.diode_cathode_var[con], lam[con], n + 1))
-    kcl = float(np.max(np.abs(balance[:n]), initial=0.0))
-    slack = constraint_slack(c, x)
-    feasibility = float(np.max(-slack, initial=0.0))
-    dual = float(np.max(-lam, initial=0.0))
-    comp_abs = np.minimum(np.maximum(lam, 0.0), np.maximum(slack, 0.0))
-    v = c.potentials(x)
-    voltage_scale = max(1.0, float(np.max(np.abs(v), initial=0.0)))
     q = c.q_matrix
-    current_scale = max(1.0, float(largest_row_magnitude(q.indptr, q.indices, q.data, c.sweep.source, x)))
-    comp_scaled = np.minimum(np.maximum(lam, 0.0) / current_scale, np.maximum(slack, 0.0) / voltage_scale)
-    scaled = max(kcl / current_scale, feasibility / voltage_scale, dual / current_scale,
-                 float(np.max(comp_scaled, initial=0.0)))
-    return KKTReport(kcl, feasibility, dual, float(np.max(comp_abs, initial=0.0)),
-                     current_scale, voltage_scale, scaled)
+    return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, np.asarray(x, np.float64),
+                                    c.diode_anode_var, c.diode_cathode_var, c.diode_offset,
+                                    c.diode_is_constraint, np.asarray(lam, np.float64), c.node_var,
+                                    c.node_offset))
 
+
+@nb.njit(parallel=True, cache=True)
+def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offset, is_constraint, lam,
+                  node_var, node_offset):
+    """:class:`KKTReport`'s fields in one pass over the diodes, one over the rows of ``Q`` and one
+    over the nodes (NumPy's two dozen passes took 0.33 ms of a 1e4-node solve). ``x`` holds the
+    free variables (the index ``x.size`` stands for a fixed potential), ``lam`` the diode
+    currents; ``source``: the current injected into each free variable."""
+    n = x.size
+    leaving = np.zeros(n + 1)         # diode current leaving each variable (A)
+    feasibility = dual = complementarity = 0.0
+    for d in range(lam.size):
+        if not is_constraint[d]:
+            continue
+        a, k = anode_var[d], cathode_var[d]
+        leaving[a] += lam[d]
+        leaving[k] -= lam[d]
+        slack = offset[d] - ((x[a] if a < n else 0.0) - (x[k] if k < n else 0.0))
+        feasibility = max(feasibility, -slack)
+        dual = max(dual, -lam[d])
+        complementarity = max(complementarity, min(max(lam[d], 0.0), max(slack, 0.0)))
+    kcl = 0.0
+    current_scale = 1.0
+    for i in nb.prange(n):
+        imbalance = leaving[i] - source[i]           # Q x - source + diode currents leaving
+        magnitude = abs(source[i])
+        for t in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
+            term = data[t] * x[np.uint64(indices[t])]
+            imbalance += term
+            magnitude += abs(term)
+        kcl = max(kcl, abs(imbalance))
+        current_scale = max(current_scale, magnitude)
+    voltage_scale = 1.0
+    for node in nb.prange(node_var.size):
+        var = node_var[node]
+        voltage_scale = max(voltage_scale, abs((x[var] if var >= 0 else 0.0) + node_offset[node]))
+    scaled = max(kcl / current_scale, feasibility / voltage_scale, dual / current_scale)
+    for d in range(lam.size):
+        if is_constraint[d]:
+            a, k = anode_var[d], cathode_var[d]
+            slack = offset[d] - ((x[a] if a < n else 0.0) - (x[k] if k < n else 0.0))
+            scaled = max(scaled, min(max(lam[d], 0.0) / current_scale, max(slack, 0.0) / voltage_scale))
+    return kcl, feasibility, dual, complementarity, current_scale, voltage_scale, scaled

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba as nb
 import numpy as np
 
 from .compiled import CompiledNetwork
@@ -45,15 +46,10 @@ def build_solution(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, kkt: KKTR
                    sweeps: int, polish_iterations: int, backend: str, timings: dict) -> Solution:
     v = c.potentials(x)
     ra, rb, g = c.resistors
-    drop = v[ra] - v[rb]
-    i_r = g * drop
-    anode, cathode = c.diodes
     ca, cb, current = c.current_sources
-    # Current leaving each node through resistors, current sources and diodes; voltage sources
-    # must feed it back.
-    n = c.num_nodes
-    out = (np.bincount(ra, i_r, n) - np.bincount(rb, i_r, n) + np.bincount(ca, current, n)
-           - np.bincount(cb, current, n) + np.bincount(anode, lam, n) - np.bincount(cathode, lam, n))
+    anode, cathode = c.diodes
+    i_r, drop, out = _branch_currents(v, ra, rb, g, ca, cb, current, anode, cathode, np.asarray(lam, np.float64))
+    # Voltage sources feed back what leaves each node through the other elements.
     plus, minus, _ = c.voltage_sources
     flow, _ = tree_flows(c.vs_forest, plus, minus, -out, plus.size)
     return Solution(
@@ -61,3 +57,26 @@ def build_solution(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, kkt: KKTR
         diode_on=lam > 0, power=float(np.dot(i_r, drop)), kkt=kkt,
         converged=bool(kkt.scaled <= tol), sweeps=sweeps, polish_iterations=polish_iterations,
         backend=backend, variables=x, timings=timings)
+
+
+@nb.njit(cache=True)
+def _branch_currents(v, ra, rb, g, ca, cb, current, anode, cathode, lam):
+    """Resistor currents (A, a -> b) and voltages (V, v[a] - v[b]) from the node potentials
+    ``v``, and the current leaving each node through resistors, current sources and diodes (A),
+    in one pass over each kind (NumPy's bincounts took 0.28 ms of a 1e4-node solve)."""
+    out = np.zeros(v.size)
+    i_r = np.empty(g.size)
+    drop = np.empty(g.size)
+    for e in range(g.size):
+        a, b = ra[e], rb[e]
+        drop[e] = v[a] - v[b]
+        i_r[e] = g[e] * drop[e]
+        out[a] += i_r[e]
+        out[b] -= i_r[e]
+    for e in range(current.size):
+        out[ca[e]] += current[e]
+        out[cb[e]] -= current[e]
+    for e in range(lam.size):
+        out[anode[e]] += lam[e]
+        out[cathode[e]] -= lam[e]
+    return i_r, drop, out

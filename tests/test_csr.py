@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from resgraph.csr import (INSERTION_MAX, clamp_rows, cluster_drive, contract, diagonal_minus,
-                          largest_row_magnitude, permute_symmetric, row_products, stamp_resistors,
+                          permute_symmetric, row_products, stamp_resistors,
                           symmetric_from_edges)
 
 
@@ -136,17 +136,6 @@ def test_stamp_resistors_matches_numpy():
     coupling.sum_duplicates()
     assert np.array_equal(indptr, coupling.indptr) and np.array_equal(indices, coupling.indices)
     np.testing.assert_allclose(data, coupling.data, rtol=1e-14)
-
-
-def test_largest_row_magnitude_matches_scipy():
-    """``max_i |offset_i| + (|A| |x|)_i``, with signs in ``A``, ``x`` and ``offset`` (none cancel)."""
-    rng = np.random.default_rng(4)
-    m = symmetric_graph(200, rng)
-    m.data *= rng.choice([-1.0, 1.0], m.nnz)
-    x, offset = rng.normal(size=200), rng.normal(size=200)
-    expected = np.max(np.abs(offset) + abs(m) @ np.abs(x))
-    assert np.isclose(largest_row_magnitude(m.indptr, m.indices, m.data, offset, x), expected, rtol=1e-14)
-    assert largest_row_magnitude(np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0)) == 0.0
 
 
 def test_row_products_match_scipy():
