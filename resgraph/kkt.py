@@ -54,14 +54,16 @@ def constraint_slack(c: CompiledNetwork, x: np.ndarray) -> np.ndarray:
     return c.diode_offset - (xf[c.diode_anode_var] - xf[c.diode_cathode_var])
 
 
-def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.ndarray:
+def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray,
+                   touched_forest: tuple | None = None) -> np.ndarray:
     """Diode currents that balance KCL, carried by the ``active`` (conducting) diodes only.
 
     The active diodes are spanned by a forest rooted at the fixed potentials; each tree's
     currents follow from the excess of its nodes. Where active diodes close loops the split is
     not unique: the current around each loop is chosen (a small LP over the cycle space) to make
     the total negative current as small as possible, so a valid split is found whenever one
-    exists. Inactive diodes carry zero.
+    exists. Inactive diodes carry zero. ``touched_forest``: :func:`forest_of_touched`'s result
+    for the active diodes, where the caller has it (the polish's solve).
     """
     n = c.num_free
     use = active & c.diode_is_constraint
@@ -70,7 +72,9 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray) -> np.
     if idx.size == 0:
         return lam
     # Only the variables the active diodes touch take part, and the fixed potentials (``n``).
-    nodes, tail, head, forest = forest_of_touched(c.diode_anode_var[idx], c.diode_cathode_var[idx], n)
+    if touched_forest is None:
+        touched_forest = forest_of_touched(c.diode_anode_var[idx], c.diode_cathode_var[idx], n)
+    nodes, tail, head, forest = touched_forest
     q, variables = c.q_matrix, nodes[:-1]
     excess = np.append(c.sweep.source[variables] - row_products(q.indptr, q.indices, q.data, variables, x), 0.0)
     flow, _ = tree_flows(forest, tail, head, excess, idx.size)

@@ -61,8 +61,10 @@ def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray, mer
 
 
 def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, prefer: np.ndarray,
-                       solver: SPDSolver, rtol: float) -> np.ndarray:
-    """Minimise the dissipation with every ``active`` diode held at zero voltage.
+                       solver: SPDSolver, rtol: float) -> tuple[np.ndarray, tuple | None]:
+    """Minimise the dissipation with every ``active`` diode held at zero voltage. Returns the
+    potentials and, where no active diode is ``prefer``-red, the forest of the active diodes
+    (:func:`resgraph.forest.forest_of_touched`'s result, which their currents reuse).
 
     Each cluster of variables joined by active diodes is one unknown, stored in the row of its
     root variable; rows of fixed variables and of non-root cluster members are identity rows, so
@@ -89,7 +91,8 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
     rhs = cluster_drive(q.indptr, q.indices, q.data, c.sweep.source, root, touched, base)
     guess = np.where(unknown, x - base, 0.0)
     y = solver.solve(reduced, rhs, guess, rtol)
-    return np.where(free, y[np.minimum(root, n - 1)], 0.0) + base
+    touched_forest = None if np.any(prefer[idx]) else (nodes, local_tail, local_head, forest)
+    return np.where(free, y[np.minimum(root, n - 1)], 0.0) + base, touched_forest
 
 
 def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
@@ -117,8 +120,8 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
             # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
             seen.add(np.packbits(np.r_[active, prefer]).tobytes())
         rtol = (ROUGH_RTOL if rough else LOOSE_RTOL) if loose else TIGHT_RTOL
-        x = _solve_with_active(c, x, active, prefer, solver, rtol)
-        lam = diode_currents(c, x, active)
+        x, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
+        lam = diode_currents(c, x, active, touched_forest)
         slack = constraint_slack(c, x)
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
         iscale = max(1.0, float(np.max(np.abs(lam), initial=0.0)))
