@@ -1,9 +1,8 @@
 """CSR kernels: the resistors' pass, a symmetric matrix from its edges, renumbering it and adding
 a diagonal (the compilation); contracting groups of variables (the polish's clusters of conducting
 diodes, the aggregation multigrid's coarse levels), clamping rows and telling which rows
-changed (the polish's systems); the largest row of ``|A| |x|`` (the certificate's current scale),
-a few rows of ``A x`` (the currents of the conducting diodes) and the current driven into
-clusters of variables (the polish's right-hand sides).
+changed (the polish's systems); a few rows of ``A x`` (the currents of the conducting diodes)
+and the current driven into clusters of variables (the polish's right-hand sides).
 
 SciPy's ``A[perm][:, perm]`` plus ``sort_indices`` copies the matrix three times; here one
 parallel pass writes every renumbered row already sorted (1e4-node lattice: 1.05 -> 0.23 ms;

@@ -1,7 +1,6 @@
 """The compilation's CSR kernels against SciPy: a symmetric matrix from edges (parallel edges
 summed), renumbering it (rows short enough for insertion sort, one long enough for argsort, empty
-rows) and adding a diagonal; the certificate's current scale; the polish's rows of products and
-cluster drives."""
+rows) and adding a diagonal; the polish's rows of products and cluster drives."""
 import numpy as np
 import scipy.sparse as sp
 
