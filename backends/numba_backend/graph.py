@@ -50,9 +50,11 @@ def _colour_serial(start, stop, indptr, indices, coupling, inverse_total, source
                    lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, coupled, omega):
     """A colour too small for the thread pool. (A serial function: written inline in the parallel
     ``_sweeps`` this loop slowed a 1e4-node lattice's sweep from 0.05 to 0.07-0.08 ms.) One loop
-    for each value of ``coupled``, a constant in each: with the test inside one loop the sweep
-    ran 7-10x slower on an AMD Zen 4 (47 against 5-7 ns a variable, 1e4-node random graph, the
-    same code otherwise)."""
+    for each value of ``coupled``, a constant in each: written as one loop, with the test inside
+    it (or, before there was a test, with the bound searches always run), the loop ran 7-10x
+    slower on this project's AMD Zen 4 machine, 47 against 5-7 ns a variable of the 1e4-node
+    random benchmark graph, either value (LLVM's code for the two differs; why one is so slow
+    there was not pinned down)."""
     if coupled:
         for k in range(start, stop):
             _update(k, indptr, indices, coupling, inverse_total, source, lower_bound, upper_bound,
