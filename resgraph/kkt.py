@@ -146,6 +146,7 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
     currents; ``source``: the current injected into each free variable."""
     n = x.size
     leaving = np.zeros(n + 1)         # diode current leaving each variable (A)
+    slack = np.zeros(lam.size)        # volts, as constraint_slack
     feasibility = dual = complementarity = 0.0
     for d in range(lam.size):
         if not is_constraint[d]:
@@ -153,10 +154,10 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
         a, k = anode_var[d], cathode_var[d]
         leaving[a] += lam[d]
         leaving[k] -= lam[d]
-        slack = offset[d] - ((x[a] if a < n else 0.0) - (x[k] if k < n else 0.0))
-        feasibility = max(feasibility, -slack)
+        slack[d] = offset[d] - ((x[a] if a < n else 0.0) - (x[k] if k < n else 0.0))
+        feasibility = max(feasibility, -slack[d])
         dual = max(dual, -lam[d])
-        complementarity = max(complementarity, min(max(lam[d], 0.0), max(slack, 0.0)))
+        complementarity = max(complementarity, min(max(lam[d], 0.0), max(slack[d], 0.0)))
     kcl = 0.0
     current_scale = 1.0
     for i in nb.prange(n):
@@ -175,7 +176,5 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
     scaled = max(kcl / current_scale, feasibility / voltage_scale, dual / current_scale)
     for d in range(lam.size):
         if is_constraint[d]:
-            a, k = anode_var[d], cathode_var[d]
-            slack = offset[d] - ((x[a] if a < n else 0.0) - (x[k] if k < n else 0.0))
-            scaled = max(scaled, min(max(lam[d], 0.0) / current_scale, max(slack, 0.0) / voltage_scale))
+            scaled = max(scaled, min(max(lam[d], 0.0) / current_scale, max(slack[d], 0.0) / voltage_scale))
     return kcl, feasibility, dual, complementarity, current_scale, voltage_scale, scaled
