@@ -12,9 +12,11 @@ Kernels
     :class:`resgraph.compiled.SweepArrays` already moved to the backend's device by
     ``to_device``), colour by colour, ``sweeps`` times.
 ``sweep_residual(graph, x)``
-    Largest current by which a variable is off its projected optimum given its neighbours,
-    ``g |x - clip(target)|``, over the largest current in play: the convergence test of
-    coordinate descent, computed where ``x`` lives (one number comes back).
+    Largest current (A) by which a variable is off its projected optimum given its neighbours,
+    ``g |x - clip(target)|``, less the rounding allowance of the KKT certificate
+    (:class:`resgraph.kkt.KKTReport`): the convergence test of coordinate descent, computed
+    where ``x`` lives (one number comes back; the driver scales it by the certificate's
+    ``current_scale``).
 ``optima(graph, x)``
     Every variable's optimum given its neighbours (volts) and its diode interval, all from the
     same ``x``: arrays ``(target, lower, upper)`` (used by the coarse step, :mod:`resgraph.coarse`).

@@ -218,6 +218,20 @@ def row_products(indptr, indices, data, rows, x):
     return out
 
 
+@nb.njit(parallel=True, cache=True)
+def term_magnitudes(indptr, indices, data, rhs, x):
+    """The 2-norm of ``|rhs| + |A| |x|`` for a CSR matrix ``A``: per row, the magnitudes of the
+    terms of ``A x - rhs``, which its rounding scales with. Called from Python only (see
+    :func:`_merge_rows`)."""
+    squares = 0.0
+    for i in nb.prange(indptr.size - 1):
+        terms = abs(rhs[i])
+        for t in range(indptr[i], indptr[i + 1]):
+            terms += abs(data[t] * x[indices[t]])
+        squares += terms * terms
+    return np.sqrt(squares)
+
+
 @nb.njit(cache=True)
 def cluster_drive(indptr, indices, data, source, root, touched, base):
     """The current driven into each cluster of variables, ``sum over the cluster's members i

@@ -20,21 +20,33 @@ from .compiled import CompiledNetwork
 from .csr import row_products
 from .forest import forest_of_touched, tree_flows
 
+#: Rounding allowance of a variable's KCL imbalance, in units of ``eps`` (float64) times the sum
+#: of the magnitudes of its terms (see :class:`KKTReport`).
+ROUNDING_ULPS = 64.0
+EPS = float(np.finfo(np.float64).eps)
+
 
 @dataclass(frozen=True)
 class KKTReport:
     """Violations of the optimality conditions, absolute (A or V) and scaled.
 
-    ``current_scale`` (A) and ``voltage_scale`` (V) are at least 1, so for circuits driven by
-    about 1 V / 1 A the scaled and absolute figures coincide. ``current_scale`` is the largest
-    sum of the magnitudes of the terms of one variable's KCL (injected current plus conductance
-    times |potential| for itself and each neighbour): the floor below which rounding hides an
-    imbalance. Where potentials are large compared with their differences it exceeds the largest
-    branch current (15-fold in a test circuit with 1.7 V sources and 5.8 A currents), so a KKT
-    tolerance ``tol`` balances branch currents to ``tol`` times that larger figure.
+    ``current_scale`` (A) is the largest current through a resistor or current source
+    (:func:`current_scale`): it depends on potential differences only, so shifting every
+    potential by one amount (a circuit floating at 1 kV) leaves it unchanged. ``voltage_scale``
+    (V) is the largest potential. Both are at least 1, so for circuits driven by about 1 V / 1 A
+    the scaled and absolute figures coincide.
+
+    ``kcl`` is the largest imbalance as computed; ``kcl_excess`` is the largest part of one that
+    rounding cannot explain: an imbalance computed from potentials stored to ``eps`` relative
+    error can be off by ``eps`` times the sum of the magnitudes of its terms (injected current
+    plus conductance times |potential| for the variable and each neighbour), which at large
+    potentials or conductances spanning many decades exceeds any tolerance relative to the
+    branch currents. ``ROUNDING_ULPS`` such units are allowed per variable; ``scaled`` counts
+    the rest.
     """
 
     kcl: float               # amperes: worst Kirchhoff current-law violation at a free node
+    kcl_excess: float        # amperes: the worst violation beyond its rounding allowance
     feasibility: float       # volts: worst reverse-bias violation of a diode
     dual: float              # amperes: most negative diode current
     complementarity: float   # worst min(current, voltage) over diodes, in their own units
@@ -128,22 +140,44 @@ def _balance_loops(forest, tail, head, flow, loops):
     return balanced
 
 
+def current_scale(c: CompiledNetwork, x: np.ndarray) -> float:
+    """The largest current (A) through a resistor or current source at potentials ``x`` (the
+    free variables), at least 1 A: the scale of :class:`KKTReport`'s currents."""
+    ra, rb, g = c.resistors
+    amps = c.current_sources[2]
+    return max(1.0, _largest_branch_current(ra, rb, g, c.node_var, c.node_offset, np.asarray(x, np.float64)),
+               float(np.max(np.abs(amps), initial=0.0)))
+
+
+@nb.njit(parallel=True, cache=True)
+def _largest_branch_current(a, b, conductance, node_var, node_offset, x):
+    largest = 0.0
+    for e in nb.prange(a.size):
+        va, vb = node_var[a[e]], node_var[b[e]]
+        pa = (x[va] if va >= 0 else 0.0) + node_offset[a[e]]
+        pb = (x[vb] if vb >= 0 else 0.0) + node_offset[b[e]]
+        largest = max(largest, abs(conductance[e] * (pa - pb)))
+    return largest
+
+
 def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     """Measure how far ``(x, lam)`` is from satisfying the KKT conditions."""
     q = c.q_matrix
-    return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, np.asarray(x, np.float64),
-                                    c.diode_anode_var, c.diode_cathode_var, c.diode_offset,
-                                    c.diode_is_constraint, np.asarray(lam, np.float64), c.node_var,
-                                    c.node_offset))
+    x = np.asarray(x, np.float64)
+    return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, x, c.diode_anode_var,
+                                    c.diode_cathode_var, c.diode_offset, c.diode_is_constraint,
+                                    np.asarray(lam, np.float64), c.node_var, c.node_offset,
+                                    current_scale(c, x)))
 
 
 @nb.njit(parallel=True, cache=True)
 def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offset, is_constraint, lam,
-                  node_var, node_offset):
+                  node_var, node_offset, current_scale):
     """:class:`KKTReport`'s fields in one pass over the diodes, one over the rows of ``Q`` and one
     over the nodes (NumPy's two dozen passes took 0.33 ms of a 1e4-node solve). ``x`` holds the
     free variables (the index ``x.size`` stands for a fixed potential), ``lam`` the diode
-    currents; ``source``: the current injected into each free variable."""
+    currents; ``source``: the current injected into each free variable; ``current_scale``: see
+    :func:`current_scale`."""
     n = x.size
     leaving = np.zeros(n + 1)         # diode current leaving each variable (A)
     slack = np.zeros(lam.size)        # volts, as constraint_slack
@@ -158,23 +192,23 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
         feasibility = max(feasibility, -slack[d])
         dual = max(dual, -lam[d])
         complementarity = max(complementarity, min(max(lam[d], 0.0), max(slack[d], 0.0)))
-    kcl = 0.0
-    current_scale = 1.0
+    kcl = excess = 0.0
+    allowance = ROUNDING_ULPS * EPS
     for i in nb.prange(n):
         imbalance = leaving[i] - source[i]           # Q x - source + diode currents leaving
-        magnitude = abs(source[i])
+        magnitude = abs(source[i])                   # the terms' magnitudes: rounding's reach
         for t in range(np.uint64(indptr[i]), np.uint64(indptr[i + 1])):
             term = data[t] * x[np.uint64(indices[t])]
             imbalance += term
             magnitude += abs(term)
         kcl = max(kcl, abs(imbalance))
-        current_scale = max(current_scale, magnitude)
+        excess = max(excess, abs(imbalance) - allowance * magnitude)
     voltage_scale = 1.0
     for node in nb.prange(node_var.size):
         var = node_var[node]
         voltage_scale = max(voltage_scale, abs((x[var] if var >= 0 else 0.0) + node_offset[node]))
-    scaled = max(kcl / current_scale, feasibility / voltage_scale, dual / current_scale)
+    scaled = max(excess / current_scale, feasibility / voltage_scale, dual / current_scale)
     for d in range(lam.size):
         if is_constraint[d]:
             scaled = max(scaled, min(max(lam[d], 0.0) / current_scale, max(slack[d], 0.0) / voltage_scale))
-    return kcl, feasibility, dual, complementarity, current_scale, voltage_scale, scaled
+    return kcl, excess, feasibility, dual, complementarity, current_scale, voltage_scale, scaled

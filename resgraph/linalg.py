@@ -34,7 +34,8 @@ import scipy.sparse.linalg as sla
 
 from .aggregation import AggregationHierarchy
 from .cholesky import Cholesky, DenseFill
-from .csr import changed_lower_rows, lower_row_fingerprints
+from .csr import changed_lower_rows, lower_row_fingerprints, term_magnitudes
+from .kkt import EPS
 
 #: Systems this small are factorised straight away.
 DIRECT_LIMIT = 300
@@ -45,6 +46,9 @@ FILL_LIMIT = 64
 #: Bounds on the CG iterations a reused preconditioner gets before it is rebuilt (within them,
 #: as many as its construction took time).
 REUSE_ITERATIONS = (10, 200)
+#: The CG residual's floor, in eps times the 2-norm of the magnitudes of its terms per row
+#: (``|rhs| + |A| |x|``).
+ROUNDING_FLOOR = 1.0
 #: Products with matrices this large run on all cores.
 PARALLEL_MIN = 50_000
 #: Classical AMG settings (strength-of-connection threshold, second coarsening pass), and the
@@ -127,9 +131,7 @@ def parallel_operator(matrix: sp.csr_matrix) -> sla.LinearOperator:
 
 
 class SPDSolver:
-    """Solves a sequence of same-sized SPD M-matrix systems, each to a residual of ``rtol``
-    times the currents in play at a typical row (root mean square of ``rhs`` or ``diag(A) x``,
-    whichever is larger)."""
+    """Solves a sequence of same-sized SPD M-matrix systems (see :meth:`solve`)."""
 
     def __init__(self, mesh_like: bool, factor: Cholesky | None = None, factorise: bool = True) -> None:
         """``factor``: an analysed factorisation to start from for matrices of its pattern
@@ -151,7 +153,10 @@ class SPDSolver:
         self._aggregate = False        # whether expander systems get an aggregation hierarchy
         self._dense_fill = not factorise   # whether a factor would fill beyond FILL_LIMIT
 
-    def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12) -> np.ndarray:
+    def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12,
+              scale: float = 1.0) -> np.ndarray:
+        """Solve ``matrix y = rhs`` from ``guess``: exactly where it is factorised, else by CG to a
+        residual (2-norm) of ``rtol`` times ``scale`` (amperes: the currents in play)."""
         n = rhs.size
         if n <= DIRECT_LIMIT:
             return self._factorise(matrix, rhs) if n else rhs.copy()
@@ -167,13 +172,18 @@ class SPDSolver:
                 y = self._factorise(matrix, rhs)
                 if y is not None:
                     return y
-        # Relative to the currents in play, not just the drive: when a few sources drive a large
-        # network, |rhs| is far below |A| |x| and the rounding floor of the residual. Per node
-        # (root mean square), so that no node's residual exceeds rtol times a typical node's
-        # currents: with the 2-norm itself a 1e5-node circuit kept 1e-8 A of a 0.02 A node's
-        # currents unbalanced.
-        scale = max(float(np.linalg.norm(rhs)), float(np.linalg.norm(matrix.diagonal() * guess)), 1e-300) / np.sqrt(n)
-        target = rtol * scale
+        # Relative to the currents in play at a typical row, not just the drive: when a few
+        # sources drive a large network, |rhs| is far below |A| |x|. Per node (root mean square),
+        # so that no node's residual exceeds rtol times a typical node's currents: with the
+        # 2-norm itself a 1e5-node circuit kept 1e-8 A of a 0.02 A node's currents unbalanced.
+        # But |A| |x| grows with the potentials themselves, not their differences (a circuit
+        # floating at 1 kV): never above ``scale``, the certificate's (the largest branch
+        # current). And never below what rounding lets a residual reach (potentials far from
+        # 0 V, conductances over many decades): ``ROUNDING_FLOOR`` units of eps times the norm of
+        # the magnitudes of its terms.
+        typical = max(float(np.linalg.norm(rhs)), float(np.linalg.norm(matrix.diagonal() * guess))) / np.sqrt(n)
+        floor = ROUNDING_FLOOR * EPS * term_magnitudes(matrix.indptr, matrix.indices, matrix.data, rhs, guess)
+        target = max(rtol * min(typical, scale), floor, 1e-300)
 
         product = parallel_operator(matrix) if n >= PARALLEL_MIN else matrix
 

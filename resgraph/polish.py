@@ -27,7 +27,7 @@ import scipy.sparse as sp
 from .compiled import CompiledNetwork
 from .csr import clamp_rows, cluster_drive, contract
 from .forest import forest_of_touched, potentials_along
-from .kkt import constraint_slack, diode_currents
+from .kkt import constraint_slack, current_scale, diode_currents
 from .linalg import SPDSolver
 
 #: Relative accuracy of the linear solves while the active set is still changing, and at the end.
@@ -90,7 +90,7 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
     # x = y[root] + base on free clusters, base on fixed ones; the drive sums over each cluster.
     rhs = cluster_drive(q.indptr, q.indices, q.data, c.sweep.source, root, touched, base)
     guess = np.where(unknown, x - base, 0.0)
-    y = solver.solve(reduced, rhs, guess, rtol)
+    y = solver.solve(reduced, rhs, guess, rtol, current_scale(c, x))
     touched_forest = None if np.any(prefer[idx]) else (nodes, local_tail, local_head, forest)
     return np.where(free, y[np.minimum(root, n - 1)], 0.0) + base, touched_forest
 

@@ -28,7 +28,7 @@ from .backends import get_backend
 from .coarse import shift_step
 from .compiled import CompiledNetwork
 from .errors import NetworkError, ResgraphError
-from .kkt import constraint_slack, diode_currents, kkt_report
+from .kkt import constraint_slack, current_scale, diode_currents, kkt_report
 from .network import Network
 from .polish import polish as active_set_polish
 from .solution import Solution, build_solution
@@ -173,12 +173,14 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
                 shift_step(be, graph, xd)
             be.colour_sweep(graph, xd, omega, chunk)
             sweeps += chunk
-        # The backend tests convergence where x lives (one number comes back); the host certifies
-        # only a point that passes, by the KKT conditions.
-        near = chunk > 0 and be.sweep_residual(graph, xd) <= tol
+        # The backend measures the imbalance where x lives (one number comes back), the host
+        # scales it as the certificate does, and certifies only a point that passes, by the KKT
+        # conditions.
+        residual = be.sweep_residual(graph, xd) if chunk > 0 else np.inf
+        x = np.asarray(be.to_host(xd), np.float64)
+        near = residual <= tol * current_scale(c, x)
         if not polish and chunk > 0 and not near:
             continue
-        x = np.asarray(be.to_host(xd), np.float64)
         active_tol = _active_tol(x, tol, dtype)
         active = con & (constraint_slack(c, x) <= active_tol)
         if previous_active is None:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import resgraph as rg
-from circuits import random_network
-from resgraph.kkt import constraint_slack, kkt_report
+from circuits import check_kirchhoff, random_network
+from resgraph.kkt import EPS, ROUNDING_ULPS, constraint_slack, kkt_report
 
 
 def _reference(c, x, lam):
@@ -17,16 +17,21 @@ def _reference(c, x, lam):
                - np.bincount(c.diode_cathode_var[con], lam[con], n + 1))
     slack = constraint_slack(c, x)[con]
     lam = lam[con]
-    current_scale = max(1.0, float(np.max(np.abs(c.sweep.source) + abs(c.q_matrix) @ np.abs(x), initial=0.0)))
-    voltage_scale = max(1.0, float(np.max(np.abs(c.potentials(x)), initial=0.0)))
+    v = c.potentials(x)
+    ra, rb, g = c.resistors
+    current_scale = max(1.0, float(np.max(np.abs(g * (v[ra] - v[rb])), initial=0.0)),
+                        float(np.max(np.abs(c.current_sources[2]), initial=0.0)))
+    voltage_scale = max(1.0, float(np.max(np.abs(v), initial=0.0)))
     kcl = float(np.max(np.abs(balance[:n]), initial=0.0))
+    magnitude = np.abs(c.sweep.source) + abs(c.q_matrix) @ np.abs(x)
+    excess = float(np.max(np.abs(balance[:n]) - ROUNDING_ULPS * EPS * magnitude, initial=0.0))
     feasibility = float(np.max(-slack, initial=0.0))
     dual = float(np.max(-lam, initial=0.0))
     complementarity = float(np.max(np.minimum(np.maximum(lam, 0), np.maximum(slack, 0)), initial=0.0))
-    scaled = max(kcl / current_scale, feasibility / voltage_scale, dual / current_scale,
+    scaled = max(excess / current_scale, feasibility / voltage_scale, dual / current_scale,
                  float(np.max(np.minimum(np.maximum(lam, 0) / current_scale, np.maximum(slack, 0) / voltage_scale),
                               initial=0.0)))
-    return kcl, feasibility, dual, complementarity, current_scale, voltage_scale, scaled
+    return kcl, excess, feasibility, dual, complementarity, current_scale, voltage_scale, scaled
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -46,7 +51,7 @@ def test_report_matches_its_definition(seed):
         x = scale * rng.normal(size=c.num_free)
         lam = scale * rng.normal(size=c.diode_offset.size)
         report = kkt_report(c, x, lam)
-        got = (report.kcl, report.feasibility, report.dual, report.complementarity, report.current_scale,
+        got = (report.kcl, report.kcl_excess, report.feasibility, report.dual, report.complementarity, report.current_scale,
                report.voltage_scale, report.scaled)
         np.testing.assert_allclose(got, _reference(c, x, lam), rtol=1e-12, atol=1e-300)
 
@@ -59,3 +64,85 @@ def test_report_of_a_solved_network_is_tiny_and_of_a_bad_point_is_not():
     c = net.compile()
     bad = kkt_report(c, sol.variables + 0.1, sol.diode_currents)
     assert bad.kcl > 1e-3
+
+
+def _lifted(net: rg.Network, volts: float) -> rg.Network:
+    """``net`` with its ground node moved to a new node held ``volts`` above ground: the same
+    circuit, every potential shifted by ``volts`` (old node k > 0 stays k, old 0 becomes the
+    last node)."""
+    n = net.num_nodes
+
+    def moved(*nodes):
+        return tuple(np.where(k == 0, n, k) for k in nodes)
+
+    ra, rb, g = net.arrays("resistor")
+    da, dc = net.arrays("diode")[:2]
+    pa, pm, volts_vs = net.arrays("voltage_source")
+    ca, cb, amps = net.arrays("current_source")
+    return rg.Network.from_arrays(
+        n + 1, resistors=(*moved(ra, rb), g), diodes=moved(da, dc),
+        voltage_sources=(np.r_[moved(pa)[0], n], np.r_[moved(pm)[0], 0], np.r_[volts_vs, volts]),
+        current_sources=(*moved(ca, cb), amps))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_circuit_floating_at_a_kilovolt_is_solved_as_accurately(seed):
+    """Shifting every potential by one amount changes no current: the certificate's scale must
+    not grow with it (it once grew with |potential|, and a 1 kV shift let answers through whose
+    KCL was off by 1e-6 of the largest current at tol 1e-9)."""
+    rng = np.random.default_rng(100 + seed)
+    net = random_network(rng, 400, extra_resistors=400, num_diodes=40, num_vs=4, num_cs=4)
+    try:
+        net.compile()
+    except rg.InfeasibleDiodeError:
+        pytest.skip("the drawn diodes contradict the sources")
+    low = rg.solve(net, tol=1e-9)
+    high_net = _lifted(net, 1000.0)
+    high = rg.solve(high_net, tol=1e-9)
+    check_kirchhoff(high_net, high, rtol=1e-8)     # relative to the largest element current
+    assert high.kkt.current_scale == pytest.approx(low.kkt.current_scale, rel=1e-6)
+    scale = low.kkt.current_scale
+    np.testing.assert_allclose(high.resistor_currents, low.resistor_currents, rtol=0, atol=1e-8 * scale)
+    np.testing.assert_allclose(high.potentials[1:-1] - 1000.0, low.potentials[1:], rtol=0, atol=1e-8)
+
+
+def test_the_certificate_sees_an_imbalance_at_a_kilovolt():
+    """A variable moved off its steady state by one part in a million of the currents in play is
+    refused at 1 kV as at 0 V."""
+    rng = np.random.default_rng(5)
+    net = _lifted(random_network(rng, 200, extra_resistors=200, num_vs=2, num_cs=2), 1000.0)
+    c = net.compile()
+    sol = rg.solve(c, tol=1e-12)
+    x = sol.variables.copy()
+    k = int(np.argmax(c.sweep.total_conductance))
+    x[k] += 1e-6 * sol.kkt.current_scale / c.sweep.total_conductance[k]
+    report = kkt_report(c, x, sol.diode_currents)
+    assert report.kcl_excess == pytest.approx(1e-6 * sol.kkt.current_scale, rel=1e-3)
+    assert report.scaled > 0.9e-6
+
+
+def test_sweeps_alone_stop_at_the_same_accuracy_at_a_kilovolt():
+    """Coordinate descent's convergence test is scaled as the certificate: on a random graph
+    with conducting clamps (which coordinate descent solves without the polish) floating at
+    1 kV, the answer balances every node to 1e-8 of the largest current (it was 1e-6 when the
+    test grew with the potentials)."""
+    rng = np.random.default_rng(3)
+    n = 5000
+    a = np.r_[np.arange(2, n + 1), rng.integers(1, n + 1, n)]
+    b = np.r_[rng.integers(1, np.arange(2, n + 1)), rng.integers(1, n + 1, n)]
+    keep = a != b
+    a, b = a[keep], b[keep]
+    taps = rng.choice(np.arange(1, n + 1), (8, 4))
+    source_nodes = np.arange(n + 1, n + 9)
+    rail = n + 9
+    clamped = rng.choice(np.arange(1, n + 1), n // 10, replace=False)
+    net = rg.Network.from_arrays(
+        n + 10,
+        resistors=(np.r_[a, np.repeat(source_nodes, 4)], np.r_[b, taps.ravel()],
+                   np.r_[rng.uniform(0.5, 2.0, a.size), np.full(32, 5.0)]),
+        diodes=(np.full(clamped.size, rail), clamped),
+        voltage_sources=(np.r_[source_nodes, rail], np.zeros(9, np.int64),
+                         np.r_[np.where(np.arange(8) % 2 == 0, 1.0, -1.0), 0.5]))
+    high_net = _lifted(net, 1000.0)
+    high = rg.solve(high_net, tol=1e-9)
+    check_kirchhoff(high_net, high, rtol=1e-8)

@@ -5,7 +5,7 @@ import pytest
 import resgraph as rg
 from circuits import random_network
 from resgraph.backends import get_backend
-from resgraph.kkt import constraint_slack, diode_currents, kkt_report
+from resgraph.kkt import constraint_slack, current_scale, diode_currents, kkt_report
 
 
 def _networks(coupled: bool):
@@ -55,8 +55,9 @@ def test_numpy_and_numba_agree(coupled):
 
 
 def test_is_the_kcl_residual_when_diodes_only_bound_nodes():
-    """Without diodes between free nodes: never above the scaled KKT residual, equal to it where
-    the variables are off their diode bounds, and zero at the steady state."""
+    """Without diodes between free nodes: scaled as the certificate scales it, never above the
+    scaled KKT residual; equal to the certificate's KCL excess where the variables are off their
+    diode bounds, and zero at the steady state."""
     numba = get_backend("numba")
     rng = np.random.default_rng(1)
     for net in _networks(coupled=False):
@@ -65,16 +66,17 @@ def test_is_the_kcl_residual_when_diodes_only_bound_nodes():
         for x in points:
             active = c.diode_is_constraint & (constraint_slack(c, x) <= 1e-12)
             report = kkt_report(c, x, diode_currents(c, x, active))
-            assert numba.sweep_residual(c.sweep, x) <= report.scaled * (1 + 1e-9) + 1e-15
+            assert numba.sweep_residual(c.sweep, x) / current_scale(c, x) <= report.scaled * (1 + 1e-9) + 1e-15
         assert numba.sweep_residual(c.sweep, points[0]) > 1e-3
         sol = rg.solve(c, tol=1e-12)
-        assert numba.sweep_residual(c.sweep, sol.variables) <= 1e-11
+        assert numba.sweep_residual(c.sweep, sol.variables) <= 1e-11 * current_scale(c, sol.variables)
         unbounded = rg.Network.from_arrays(net.num_nodes, resistors=net.arrays("resistor"),
                                            voltage_sources=net.arrays("voltage_source"),
                                            current_sources=net.arrays("current_source")).compile()
         x = unbounded.feasible_start
         report = kkt_report(unbounded, x, np.zeros(0))
-        assert numba.sweep_residual(unbounded.sweep, x) == pytest.approx(report.scaled, rel=1e-9)
+        assert numba.sweep_residual(unbounded.sweep, x) == pytest.approx(report.kcl_excess, rel=1e-9)
+        assert report.kcl_excess / report.current_scale == pytest.approx(report.scaled, rel=1e-12)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])

@@ -13,6 +13,7 @@ import cupy
 import numpy as np
 
 from ...errors import BackendError
+from ...kkt import EPS, ROUNDING_ULPS
 
 #: Threads per block of the colour kernel.
 BLOCK = 256
@@ -84,17 +85,16 @@ __global__ void optima(const long long n, GRAPH_PARAMETERS, const T* x, T* targe
     upper[k] = o.upper;
 }
 
-// Per variable: the current (A) by which it is off its projected optimum, and the currents in
-// play at it (|source| + |Q| |x|), for sweep_residual.
+// Per variable: the current (A) by which it is off its projected optimum, less its rounding
+// allowance (allowance times |source| + |Q| |x| in its row), for sweep_residual.
 template <typename T>
-__global__ void imbalance(const long long n, GRAPH_PARAMETERS, const T* x, T* off, T* scale) {
+__global__ void imbalance(const long long n, GRAPH_PARAMETERS, const T* x, const double allowance, T* off) {
     const long long k = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= n) return;
     const Optimum<T> o = optimum<T>(k, GRAPH_ARGUMENTS, x);
-    off[k] = total[k] * fabs(x[k] - clip<T>(o.target, o.lower, o.upper));
-    T drive = fabs(source[k]) + total[k] * fabs(x[k]);
-    for (long long t = indptr[k]; t < indptr[k + 1]; ++t) drive += fabs(coupling[t] * x[indices[t]]);
-    scale[k] = drive;
+    T magnitude = fabs(source[k]) + total[k] * fabs(x[k]);
+    for (long long t = indptr[k]; t < indptr[k + 1]; ++t) magnitude += fabs(coupling[t] * x[indices[t]]);
+    off[k] = total[k] * fabs(x[k] - clip<T>(o.target, o.lower, o.upper)) - (T)(allowance * magnitude);
 }
 """
 _NAMES = {np.dtype(np.float32): "colour_update<float>", np.dtype(np.float64): "colour_update<double>"}
@@ -151,7 +151,8 @@ def sweep_residual(graph, x: cupy.ndarray) -> float:
     n = x.size
     if n == 0:
         return 0.0
-    off, scale = cupy.empty_like(x), cupy.empty_like(x)
+    off = cupy.empty_like(x)
     _MODULE.get_function(_IMBALANCE[x.dtype])(((n + BLOCK - 1) // BLOCK,), (BLOCK,),
-                                               (np.int64(n), *_graph_arrays(graph), x, off, scale))
-    return float((off.max() / cupy.maximum(scale.max(), 1)).get())
+                                               (np.int64(n), *_graph_arrays(graph), x,
+                                                np.float64(ROUNDING_ULPS * EPS), off))
+    return max(0.0, float(off.max().get()))

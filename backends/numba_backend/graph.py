@@ -9,6 +9,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ...kkt import EPS, ROUNDING_ULPS
+
 PARALLEL_MIN = 4096
 
 
@@ -118,19 +120,17 @@ def optima(graph, x: np.ndarray):
 
 @nb.njit(parallel=True, cache=True)
 def _residual(indptr, indices, coupling, total, inverse_total, source, lower_bound, upper_bound,
-              lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, coupled):
+              lower_ptr, lower_var, lower_offset, upper_ptr, upper_var, upper_offset, x, coupled, allowance):
     worst = 0.0
-    scale = 0.0
-    for k in nb.prange(x.size):       # (max reductions: no per-variable arrays)
+    for k in nb.prange(x.size):       # (a max reduction: no per-variable arrays)
         target, lower, upper = _optimum(k, indptr, indices, coupling, inverse_total, source, lower_bound,
                                         upper_bound, lower_ptr, lower_var, lower_offset, upper_ptr,
                                         upper_var, upper_offset, x, coupled)
-        worst = max(worst, total[k] * abs(x[k] - min(max(target, lower), upper)))
-        drive = abs(source[k]) + total[k] * abs(x[k])
+        magnitude = abs(source[k]) + total[k] * abs(x[k])
         for t in range(np.uint64(indptr[k]), np.uint64(indptr[k + 1])):
-            drive += abs(coupling[t] * x[np.uint64(indices[t])])
-        scale = max(scale, drive)
-    return worst / max(1.0, scale)
+            magnitude += abs(coupling[t] * x[np.uint64(indices[t])])
+        worst = max(worst, total[k] * abs(x[k] - min(max(target, lower), upper)) - allowance * magnitude)
+    return worst
 
 
 def sweep_residual(graph, x: np.ndarray) -> float:
@@ -138,7 +138,7 @@ def sweep_residual(graph, x: np.ndarray) -> float:
     return float(_residual(graph.indptr, graph.indices, graph.coupling, graph.total_conductance,
                            graph.inverse_total, graph.source, graph.lower_bound, graph.upper_bound,
                            graph.lower_ptr, graph.lower_var, graph.lower_offset, graph.upper_ptr,
-                           graph.upper_var, graph.upper_offset, x, _coupled(graph)))
+                           graph.upper_var, graph.upper_offset, x, _coupled(graph), ROUNDING_ULPS * EPS))
 
 
 @nb.njit(parallel=True, cache=True)
