@@ -30,7 +30,7 @@ EPS = float(np.finfo(np.float64).eps)
 class KKTReport:
     """Violations of the optimality conditions, absolute (A or V) and scaled.
 
-    ``current_scale`` (A) is the largest current through a resistor or current source
+    ``current_scale`` (A) is the largest current through a resistor, current source or diode
     (:func:`current_scale`): it depends on potential differences only, so shifting every
     potential by one amount (a circuit floating at 1 kV) leaves it unchanged. ``voltage_scale``
     (V) is the largest potential. Both are at least 1, so for circuits driven by about 1 V / 1 A
@@ -140,13 +140,16 @@ def _balance_loops(forest, tail, head, flow, loops):
     return balanced
 
 
-def current_scale(c: CompiledNetwork, x: np.ndarray) -> float:
+def current_scale(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray | None = None) -> float:
     """The largest current (A) through a resistor or current source at potentials ``x`` (the
-    free variables), at least 1 A: the scale of :class:`KKTReport`'s currents."""
+    free variables), or through a diode (``lam``, when given), at least 1 A: the scale of
+    :class:`KKTReport`'s currents."""
     ra, rb, g = c.resistors
-    amps = c.current_sources[2]
-    return max(1.0, _largest_branch_current(ra, rb, g, c.node_var, c.node_offset, np.asarray(x, np.float64)),
-               float(np.max(np.abs(amps), initial=0.0)))
+    largest = max(1.0, _largest_branch_current(ra, rb, g, c.node_var, c.node_offset, np.asarray(x, np.float64)),
+                  float(np.max(np.abs(c.current_sources[2]), initial=0.0)))
+    if lam is not None:
+        largest = max(largest, float(np.max(np.abs(lam[c.diode_is_constraint]), initial=0.0)))
+    return largest
 
 
 @nb.njit(parallel=True, cache=True)
@@ -167,7 +170,7 @@ def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, x, c.diode_anode_var,
                                     c.diode_cathode_var, c.diode_offset, c.diode_is_constraint,
                                     np.asarray(lam, np.float64), c.node_var, c.node_offset,
-                                    current_scale(c, x)))
+                                    current_scale(c, x, np.asarray(lam, np.float64))))
 
 
 @nb.njit(parallel=True, cache=True)

@@ -20,7 +20,8 @@ class Solution:
     the circuit).
     ``kkt_residual`` is the largest absolute violation of KCL (A), feasibility (V), diode-current
     sign (A) or complementarity; ``kkt`` has each part and their scales; ``converged`` is true
-    when every part is below ``tol`` times its scale (scales are >= 1).
+    when every part is below ``tol`` times its scale (scales are >= 1; the KCL part after its
+    rounding allowance, see :class:`resgraph.kkt.KKTReport`).
     """
 
     potentials: np.ndarray

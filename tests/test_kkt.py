@@ -20,7 +20,7 @@ def _reference(c, x, lam):
     v = c.potentials(x)
     ra, rb, g = c.resistors
     current_scale = max(1.0, float(np.max(np.abs(g * (v[ra] - v[rb])), initial=0.0)),
-                        float(np.max(np.abs(c.current_sources[2]), initial=0.0)))
+                        float(np.max(np.abs(c.current_sources[2]), initial=0.0)), float(np.max(np.abs(lam), initial=0.0)))
     voltage_scale = max(1.0, float(np.max(np.abs(v), initial=0.0)))
     kcl = float(np.max(np.abs(balance[:n]), initial=0.0))
     magnitude = np.abs(c.sweep.source) + abs(c.q_matrix) @ np.abs(x)
