@@ -24,6 +24,8 @@ from .forest import forest_of_touched, tree_flows
 #: of the magnitudes of its terms (see :class:`KKTReport`).
 ROUNDING_ULPS = 64.0
 EPS = float(np.finfo(np.float64).eps)
+#: The same allowance as a fraction of those magnitudes.
+ROUNDING_ALLOWANCE = ROUNDING_ULPS * EPS
 
 
 @dataclass(frozen=True)
@@ -166,11 +168,10 @@ def _largest_branch_current(a, b, conductance, node_var, node_offset, x):
 def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     """Measure how far ``(x, lam)`` is from satisfying the KKT conditions."""
     q = c.q_matrix
-    x = np.asarray(x, np.float64)
+    x, lam = np.asarray(x, np.float64), np.asarray(lam, np.float64)
     return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, x, c.diode_anode_var,
-                                    c.diode_cathode_var, c.diode_offset, c.diode_is_constraint,
-                                    np.asarray(lam, np.float64), c.node_var, c.node_offset,
-                                    current_scale(c, x, np.asarray(lam, np.float64))))
+                                    c.diode_cathode_var, c.diode_offset, c.diode_is_constraint, lam,
+                                    c.node_var, c.node_offset, current_scale(c, x, lam)))
 
 
 @nb.njit(parallel=True, cache=True)
@@ -196,7 +197,6 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
         dual = max(dual, -lam[d])
         complementarity = max(complementarity, min(max(lam[d], 0.0), max(slack[d], 0.0)))
     kcl = excess = 0.0
-    allowance = ROUNDING_ULPS * EPS
     for i in nb.prange(n):
         imbalance = leaving[i] - source[i]           # Q x - source + diode currents leaving
         magnitude = abs(source[i])                   # the terms' magnitudes: rounding's reach
@@ -205,7 +205,7 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
             imbalance += term
             magnitude += abs(term)
         kcl = max(kcl, abs(imbalance))
-        excess = max(excess, abs(imbalance) - allowance * magnitude)
+        excess = max(excess, abs(imbalance) - ROUNDING_ALLOWANCE * magnitude)
     voltage_scale = 1.0
     for node in nb.prange(node_var.size):
         var = node_var[node]

@@ -13,7 +13,7 @@ import cupy
 import numpy as np
 
 from ...errors import BackendError
-from ...kkt import EPS, ROUNDING_ULPS
+from ...kkt import ROUNDING_ALLOWANCE
 
 #: Threads per block of the colour kernel.
 BLOCK = 256
@@ -154,5 +154,5 @@ def sweep_residual(graph, x: cupy.ndarray) -> float:
     off = cupy.empty_like(x)
     _MODULE.get_function(_IMBALANCE[x.dtype])(((n + BLOCK - 1) // BLOCK,), (BLOCK,),
                                                (np.int64(n), *_graph_arrays(graph), x,
-                                                np.float64(ROUNDING_ULPS * EPS), off))
+                                                np.float64(ROUNDING_ALLOWANCE), off))
     return max(0.0, float(off.max().get()))

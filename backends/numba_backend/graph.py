@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ...kkt import EPS, ROUNDING_ULPS
+from ...kkt import ROUNDING_ALLOWANCE
 
 PARALLEL_MIN = 4096
 
@@ -138,7 +138,7 @@ def sweep_residual(graph, x: np.ndarray) -> float:
     return float(_residual(graph.indptr, graph.indices, graph.coupling, graph.total_conductance,
                            graph.inverse_total, graph.source, graph.lower_bound, graph.upper_bound,
                            graph.lower_ptr, graph.lower_var, graph.lower_offset, graph.upper_ptr,
-                           graph.upper_var, graph.upper_offset, x, _coupled(graph), ROUNDING_ULPS * EPS))
+                           graph.upper_var, graph.upper_offset, x, _coupled(graph), ROUNDING_ALLOWANCE))
 
 
 @nb.njit(parallel=True, cache=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ...kkt import EPS, ROUNDING_ULPS
+from ...kkt import ROUNDING_ALLOWANCE
 
 
 def _block(graph, r0: int, r1: int):
@@ -58,12 +58,12 @@ def optima(graph, x: np.ndarray):
 
 def sweep_residual(graph, x: np.ndarray) -> float:
     """Largest current (A) by which a variable is off its projected optimum, ``g |x - clip(target)|``,
-    less its rounding allowance (as :class:`resgraph.kkt.KKTReport`'s ``kcl_excess``: ``ROUNDING_ULPS``
-    times eps times ``|source| + |Q| |x|`` in its row), and at least 0. Zero at a fixed point of
+    less its rounding allowance (as :class:`resgraph.kkt.KKTReport`'s ``kcl_excess``:
+    ``ROUNDING_ALLOWANCE`` times ``|source| + |Q| |x|`` in its row), and at least 0. Zero at a fixed point of
     coordinate descent; equal to ``kcl_excess`` when no diode joins two free variables."""
     block = _block(graph, 0, x.size)
     target, lower, upper = _optimum(graph, block, x)
     g = graph.total_conductance
     imbalance = g * np.abs(x - np.minimum(np.maximum(target, lower), upper))
     magnitude = np.abs(graph.source) + g * np.abs(x) + abs(block[2]) @ np.abs(x)
-    return max(0.0, float(np.max(imbalance - ROUNDING_ULPS * EPS * magnitude, initial=0.0)))
+    return max(0.0, float(np.max(imbalance - ROUNDING_ALLOWANCE * magnitude, initial=0.0)))
