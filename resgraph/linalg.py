@@ -2,26 +2,27 @@
 
 The matrices are weighted graph Laplacians plus a positive diagonal (M-matrices), all of one size
 during a polish, each differing from the last in a few rows. The graph's shape
-(:attr:`resgraph.compiled.CompiledNetwork.mesh_like`) picks the method. Expanders fill in badly
-and are mostly well conditioned: Jacobi-preconditioned conjugate gradients, replaced by CG with a
+(:attr:`resgraph.compiled.CompiledNetwork.mesh_like`) picks the method. Expanders fill in badly and
+are mostly well conditioned: Jacobi-preconditioned conjugate gradients, replaced by CG with a
 plain-aggregation multigrid (:mod:`resgraph.aggregation`) where Jacobi proves slow (conductances
-spanning decades). Meshes need O(sqrt n) Jacobi iterations but factorise well: a sparse Cholesky
-factorisation (:mod:`resgraph.cholesky`, nested dissection; up to ``FACTOR_LIMIT`` unknowns and
-``FILL_LIMIT`` factor entries per row) or an algebraic-multigrid hierarchy (PyAMG, classical
-Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly different
-systems. Each row changed since it was built costs CG about one iteration (a rank-one change),
-so it is rebuilt at once when the changed rows would cost more than a rebuild; otherwise CG gets
-the iterations a fresh one would need (its measured convergence rate) plus a rebuild's worth,
-and the preconditioner is rebuilt only if that does not suffice. A rebuild of a factorisation
-whose sparsity pattern is unchanged (clamped variables become identity rows, keeping the
-pattern) reuses the ordering and analysis (done once per network, see
-:attr:`CompiledNetwork.cholesky`): a numeric refactorisation, of only the fronts the changed
-rows reach where the factor keeps its update matrices (:meth:`Cholesky.factorise`; 1e4-node
-lattice, 20 rows changed: 0.8 ms, a fresh factorisation 2.0 ms). An AMG hierarchy in that case
-keeps its splittings and interpolations and has its coarse levels re-formed from the new matrix
-(``SPDSolver._regalerkin``). The first hierarchy of a
-polish is probed: where CG converges slowly with it (conductances spanning decades), the later
-ones are built with the second coarsening pass (``AMG_SECOND_PASS``).
+spanning decades); where even that stalls (conductances over ten or more decades), a factor that
+fits ``RESCUE_ENTRIES`` takes over. Meshes need O(sqrt n) Jacobi iterations but factorise well: a
+sparse Cholesky factorisation (:mod:`resgraph.cholesky`, nested dissection; up to ``FACTOR_LIMIT``
+unknowns and ``FILL_LIMIT`` factor entries per row) or an algebraic-multigrid hierarchy (PyAMG,
+classical Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly
+different systems. Each row changed since it was built costs CG about one iteration (a rank-one
+change), so it is rebuilt at once when the changed rows would cost more than a rebuild; otherwise
+CG gets the iterations a fresh one would need (its measured convergence rate) plus a rebuild's
+worth, and the preconditioner is rebuilt only if that does not suffice. A rebuild of a
+factorisation whose sparsity pattern is unchanged (clamped variables become identity rows, keeping
+the pattern) reuses the ordering and analysis (done once per network, see
+:attr:`CompiledNetwork.cholesky`): a numeric refactorisation, of only the fronts the changed rows
+reach where the factor keeps its update matrices (:meth:`Cholesky.factorise`; 1e4-node lattice, 20
+rows changed: 0.8 ms, a fresh factorisation 2.0 ms). An AMG hierarchy in that case keeps its
+splittings and interpolations and has its coarse levels re-formed from the new matrix
+(``SPDSolver._regalerkin``). The first hierarchy of a polish is probed: where CG converges slowly
+with it (conductances spanning decades), the later ones are built with the second coarsening pass
+(``AMG_SECOND_PASS``).
 """
 from __future__ import annotations
 
@@ -76,6 +77,15 @@ AMG_SMOOTHERS = dict(presmoother=("gauss_seidel", {"sweep": "forward"}),
 AMG_ITERATIONS = 500
 #: Jacobi-CG iterations allowed on an expander-like graph.
 EXPANDER_ITERATIONS = 5_000
+#: Where CG with the aggregation multigrid misses its target on an expander (conductances over
+#: ten or more decades: condition numbers past 1e12), the system is factorised instead, and so
+#: are the rest of the polish's systems, when the factor holds at most this many entries (256
+#: MiB; the dissection refuses a larger one as soon as it counts that many). Expanders fill in
+#: badly, but at a few thousand variables that is affordable: stress circuits of 5e3 variables
+#: with conductances over 12 decades hold 72-612 factor entries per row, and 6 of them that
+#: ended unconverged at KKT 3e-9 to 1e-3 after 0.5-5.0 s (the polish's steps stalling) converge
+#: in 0.03-0.63 s (measured).
+RESCUE_ENTRIES = 2**25
 #: An aggregation hierarchy's setup and one CG iteration with it, in Jacobi-CG iterations, and its
 #: rate in residual decades per iteration (the forecast of its cost). Measured on
 #: 1e5-node random circuits, uniform conductances / conductances over four decades: setup 19 / 36,
@@ -152,6 +162,8 @@ class SPDSolver:
         self._second_pass = False      # whether hierarchies are built with the second pass
         self._aggregate = False        # whether expander systems get an aggregation hierarchy
         self._dense_fill = not factorise   # whether a factor would fill beyond FILL_LIMIT
+        self._rescued = False          # whether a factorisation took over an expander's systems
+        self._rescue_refused = False   # whether one would hold more than RESCUE_ENTRIES
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12,
               scale: float = 1.0) -> np.ndarray:
@@ -160,6 +172,11 @@ class SPDSolver:
         n = rhs.size
         if n <= DIRECT_LIMIT:
             return self._factorise(matrix, rhs) if n else rhs.copy()
+        if self._rescued:
+            y = self._factorise(matrix, rhs, RESCUE_ENTRIES / n)
+            if y is not None:
+                return y
+            self._rescued, self._rescue_refused = False, True
         if self._mesh:
             changed, same_pattern = self._changes(matrix)
             # Each changed row costs CG about one iteration with the old preconditioner: rebuild
@@ -283,7 +300,15 @@ class SPDSolver:
             except _Handover as handover:
                 guess = handover.x
             self._aggregate = True
-        return _cg(matrix, product, rhs, guess, target, _operator(n, AggregationHierarchy(matrix)), AMG_ITERATIONS)[0]
+        y, residual, _, _ = _cg(matrix, product, rhs, guess, target, _operator(n, AggregationHierarchy(matrix)),
+                                AMG_ITERATIONS)
+        if residual > target and not self._rescue_refused:
+            # CG stalls (see RESCUE_ENTRIES): factorise where that is affordable.
+            rescued = self._factorise(matrix, rhs, RESCUE_ENTRIES / n)
+            self._rescued, self._rescue_refused = rescued is not None, rescued is None
+            if rescued is not None:
+                return rescued
+        return y
 
     def _build_hierarchy(self, matrix: sp.csr_matrix) -> None:
         import pyamg
@@ -333,10 +358,11 @@ class SPDSolver:
         new = lower_row_fingerprints(matrix.indptr, matrix.indices, matrix.data)
         return int(np.count_nonzero((old[0] != new[0]) | (old[1] != new[1]) | (old[2] != new[2]))), False
 
-    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray) -> np.ndarray | None:
+    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, max_fill: float | None = None) -> np.ndarray | None:
         """Solve directly by sparse Cholesky (:mod:`resgraph.cholesky`), refactorising on the last
         analysis when the pattern is the last one's; None (and no factorisation from now on)
-        when a large system's factor would fill beyond ``FILL_LIMIT``."""
+        when a large system's factor would hold more than ``max_fill`` (default ``FILL_LIMIT``)
+        entries per row."""
         began = time.perf_counter()
         if self._factor is None or not self._factor.same_pattern(matrix):
             if self._analysed is not None and self._analysed.same_pattern(matrix):
@@ -345,7 +371,8 @@ class SPDSolver:
                 self._factor = None
         if self._factor is None:
             try:
-                self._factor = Cholesky(matrix, FILL_LIMIT if rhs.size > DIRECT_LIMIT else np.inf)
+                limit = FILL_LIMIT if max_fill is None else max_fill
+                self._factor = Cholesky(matrix, limit if rhs.size > DIRECT_LIMIT else np.inf)
             except DenseFill:
                 self._dense_fill = True
                 return None

@@ -238,3 +238,45 @@ def test_unchanged_matrix_goes_on_with_its_preconditioner(monkeypatch):
     y = solver.solve(matrix, rhs, rough, rtol=1e-12)
     assert solver._hierarchy is kept
     assert np.linalg.norm(matrix @ y - rhs) <= 1e-12 * max(np.linalg.norm(rhs), np.linalg.norm(matrix.diagonal() * rough))
+
+
+def random_graph_matrix(n: int, rng: np.random.Generator, decades: float) -> sp.csr_matrix:
+    """Weighted Laplacian of a random graph (mean degree about 4, connected) with conductances
+    log-uniform over ``decades`` decades, plus 1 S at four nodes (a circuit held by a few
+    sources): an expander, whose systems go to CG."""
+    a = np.r_[np.arange(1, n), rng.integers(0, n, n)]
+    b = np.r_[rng.integers(0, np.arange(1, n)), rng.integers(0, n, n)]
+    keep = a != b
+    a, b = a[keep], b[keep]
+    g = 10.0 ** rng.uniform(-decades / 2, decades / 2, a.size)
+    off = sp.csr_matrix((np.r_[g, g], (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+    diag = np.asarray(off.sum(axis=1)).ravel()
+    diag[rng.choice(n, 4, replace=False)] += 1.0
+    matrix = (sp.diags(diag) - off).tocsr()
+    matrix.sort_indices()
+    return matrix
+
+
+def test_a_stalled_expander_system_is_factorised_when_affordable(monkeypatch):
+    """Where CG with the aggregation multigrid misses its target (here it gets no iterations),
+    the expander's system is factorised, exactly, and so are the later ones; where the factor
+    would hold more than ``RESCUE_ENTRIES`` it is not, and CG's answer stands."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "AMG_ITERATIONS", 0)
+    monkeypatch.setattr(linalg, "EXPANDER_ITERATIONS", 1)      # Jacobi hands over at once
+    rng = np.random.default_rng(11)
+    base = random_graph_matrix(600, rng, decades=12.0)
+    n = base.shape[0]
+    solver = SPDSolver(mesh_like=False, factorise=False)
+    for fixed_count in (0, 5):
+        matrix = clamp_rows(base, rng.choice(n, fixed_count, replace=False))
+        rhs = rng.normal(size=n)
+        y = solver.solve(matrix, rhs, np.zeros(n), rtol=1e-11)
+        assert np.linalg.norm(matrix @ y - rhs) <= 1e-9 * np.linalg.norm(rhs)
+        assert solver._rescued and solver._factor is not None
+    monkeypatch.setattr(linalg, "RESCUE_ENTRIES", n)               # one entry per row: refused
+    refused = SPDSolver(mesh_like=False, factorise=False)
+    rhs = rng.normal(size=n)
+    y = refused.solve(base, rhs, np.zeros(n), rtol=1e-11)
+    assert refused._factor is None and not refused._rescued
+    assert np.linalg.norm(base @ y - rhs) > 1e-9 * np.linalg.norm(rhs)     # (CG had no iterations)
