@@ -84,7 +84,7 @@ EXPANDER_ITERATIONS = 5_000
 #: badly, but at a few thousand variables that is affordable: stress circuits of 5e3 variables
 #: with conductances over 12 decades hold 72-612 factor entries per row, and 6 of them that
 #: ended unconverged at KKT 3e-9 to 1e-3 after 0.5-5.0 s (the polish's steps stalling) converge
-#: in 0.03-0.63 s (measured).
+#: in 0.22-1.12 s (measured; each polish first spends its CG budget, then factorises).
 RESCUE_ENTRIES = 2**25
 #: An aggregation hierarchy's setup and one CG iteration with it, in Jacobi-CG iterations, and its
 #: rate in residual decades per iteration (the forecast of its cost). Measured on
