@@ -4,8 +4,8 @@ The issue asks for 10x OSQP's time at 1e4 nodes; on random graphs resgraph is hu
 faster, on 2-D lattices not. This script measures, in one process on one circuit of
 ``benchmarks/networks.py``, OSQP's whole time (as in ``solve_vs_osqp.py``: compile + to_qp + setup
 + solve), ours, and the pieces any exact method on this machine would need: compiling the network,
-one sparse factorisation of its conductance matrix (the polish's own Cholesky, its order and
-analysis, numeric part, refactorisation after a few rows changed and solve apart; QDLDL, OSQP's
+one sparse factorisation of its conductance matrix (the polish's own Cholesky, with its
+elimination of an independent set, order and analysis, numeric part, refactorisation after a few rows changed and solve apart; QDLDL, OSQP's
 LDL', with its AMD ordering, and its numeric part alone; SciPy's SuperLU), classical AMG (PyAMG:
 setup, then CG to the polish's accuracy), and one colour sweep. Each figure is the best of
 ``--repeat`` runs.
@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import resgraph as rg  # noqa: E402
 from networks import benchmark_network  # noqa: E402
 from resgraph.backends import get_backend  # noqa: E402
-from resgraph.cholesky import Cholesky  # noqa: E402
+from resgraph.schur import SchurCholesky  # noqa: E402
 from resgraph.csr import clamp_rows  # noqa: E402
 from resgraph.linalg import AMG_FIRST_PASS, AMG_SMOOTHERS  # noqa: E402
 from resgraph.solver import DEFAULT_OMEGA  # noqa: E402
@@ -62,7 +62,7 @@ def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
     upper = sp.triu(q, format="csc")
     rhs = c.sweep.source
     factor = qdldl.Solver(upper, upper=True)
-    cholesky = Cholesky(q)
+    cholesky = SchurCholesky(q)
     cholesky.factorise(q)
     # The polish's second system: the first with 20 rows clamped (identity rows, same pattern).
     unknown = np.ones(q.shape[0], bool)
@@ -119,7 +119,8 @@ def pieces(n: int, regime: str, repeat: int) -> list[tuple[str, float]]:
         ("OSQP, whole (compile + to_qp + setup + solve)", best(osqp, repeat)),
         ("resgraph, whole (compile + solve to KKT 1e-9)", best(ours, repeat)),
         ("compile the network", best(compile_only, repeat)),
-        ("resgraph Cholesky: nested-dissection order + analysis", best(clocked(lambda: Cholesky(q)), repeat)),
+        ("resgraph Cholesky: elimination, nested-dissection order + analysis",
+         best(clocked(lambda: SchurCholesky(q)), repeat)),
         ("resgraph Cholesky: numeric factorisation (fresh memory, as a polish's first)",
          best(clocked(lambda: cholesky.fresh().factorise(q)), repeat)),
         ("resgraph Cholesky: refactorisation after 20 rows changed (as the polish's second)",

@@ -824,7 +824,11 @@ def _keep_spare(buffer: np.ndarray) -> None:
 
 
 class NotPositiveDefinite(ResgraphError):
-    """A pivot of the Cholesky factorisation was not positive."""
+    """A pivot of the Cholesky factorisation was not positive (``row``: its row of the matrix)."""
+
+    def __init__(self, message: str, row: int) -> None:
+        super().__init__(message)
+        self.row = row
 
 
 class DenseFill(ResgraphError):
@@ -933,7 +937,8 @@ class Cholesky:
                 failed = _fronts(order, group_ptr[groups], group_ptr[-1], *common,
                                  self._work[self._work_ptr[groups]:])
         if failed >= 0:
-            raise NotPositiveDefinite(f"the matrix is not positive definite: pivot of row {self._perm[failed]}")
+            row = int(self._perm[failed])
+            raise NotPositiveDefinite(f"the matrix is not positive definite: pivot of row {row}", row)
         if keep:
             if self._last_data is None:
                 self._last_data = np.empty_like(matrix.data)

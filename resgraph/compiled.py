@@ -32,7 +32,7 @@ from .errors import ColouringError, FloatingNodeError, InfeasibleDiodeError, Kir
 from .forest import Forest, bfs_depth, bfs_depths, greedy_colouring, potentials_along, spanning_forest
 
 if TYPE_CHECKING:
-    from .cholesky import Cholesky
+    from .schur import SchurCholesky
     from .network import Network
 
 #: Relative tolerance for exact-arithmetic checks on source voltages (KVL, diode contradictions).
@@ -114,19 +114,19 @@ class CompiledNetwork:
         return bfs_depth(self.sweep.indptr, self.sweep.indices, start, beyond=int(threshold)) > threshold
 
     @functools.cached_property
-    def cholesky(self) -> "Cholesky | None":
+    def cholesky(self) -> "SchurCholesky | None":
         """The order and analysis of a sparse Cholesky factorisation of ``q_matrix``'s pattern
-        (:mod:`resgraph.cholesky`), on a mesh-like network that factorises well: at most
+        (:mod:`resgraph.schur`, :mod:`resgraph.cholesky`), on a mesh-like network that factorises well: at most
         ``linalg.FACTOR_LIMIT`` variables, at most ``linalg.FILL_LIMIT`` factor entries per
         row. None otherwise: the polish then solves by multigrid-preconditioned CG. Computed
-        once, on first use, and shared (each polish factorises with :meth:`Cholesky.fresh`)."""
+        once, on first use, and shared (each polish factorises with :meth:`SchurCholesky.fresh`)."""
         from . import linalg
-        from .cholesky import Cholesky, DenseFill
+        from .schur import DenseFill, SchurCholesky
 
         if not self.mesh_like or self.num_free > linalg.FACTOR_LIMIT:
             return None
         try:
-            return Cholesky(self.q_matrix, linalg.FILL_LIMIT)
+            return SchurCholesky(self.q_matrix, linalg.FILL_LIMIT)
         except DenseFill:
             return None
 

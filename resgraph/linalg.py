@@ -7,7 +7,8 @@ are mostly well conditioned: Jacobi-preconditioned conjugate gradients, replaced
 plain-aggregation multigrid (:mod:`resgraph.aggregation`) where Jacobi proves slow (conductances
 spanning decades); where even that stalls (conductances over ten or more decades), a factor that
 fits ``RESCUE_ENTRIES`` takes over. Meshes need O(sqrt n) Jacobi iterations but factorise well: a
-sparse Cholesky factorisation (:mod:`resgraph.cholesky`, nested dissection; up to ``FACTOR_LIMIT``
+sparse Cholesky factorisation (an independent set of low-degree variables eliminated first,
+:mod:`resgraph.schur`, then nested dissection, :mod:`resgraph.cholesky`; up to ``FACTOR_LIMIT``
 unknowns and ``FILL_LIMIT`` factor entries per row) or an algebraic-multigrid hierarchy (PyAMG,
 classical Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly
 different systems. Each row changed since it was built costs CG about one iteration (a rank-one
@@ -34,7 +35,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
 from .aggregation import AggregationHierarchy
-from .cholesky import Cholesky, DenseFill
+from .schur import DenseFill, SchurCholesky
 from .csr import changed_lower_rows, lower_row_fingerprints, term_magnitudes
 from .kkt import EPS
 
@@ -143,7 +144,7 @@ def parallel_operator(matrix: sp.csr_matrix) -> sla.LinearOperator:
 class SPDSolver:
     """Solves a sequence of same-sized SPD M-matrix systems (see :meth:`solve`)."""
 
-    def __init__(self, mesh_like: bool, factor: Cholesky | None = None, factorise: bool = True) -> None:
+    def __init__(self, mesh_like: bool, factor: SchurCholesky | None = None, factorise: bool = True) -> None:
         """``factor``: an analysed factorisation to start from for matrices of its pattern
         (:attr:`CompiledNetwork.cholesky`); ``factorise=False`` sends mesh systems past
         ``DIRECT_LIMIT`` to AMG straight away (a network known to fill too much)."""
@@ -151,7 +152,7 @@ class SPDSolver:
         self._mesh = mesh_like
         self._analysed = factor
         self._preconditioner: sla.LinearOperator | None = None
-        self._factor: Cholesky | None = None
+        self._factor: SchurCholesky | None = None
         self._built_from: sp.csr_matrix | None = None  # the preconditioner's matrix
         self._setup_seconds = 0.0      # time the current preconditioner took to build
         self._iteration_seconds = 1.0  # time of one CG iteration with it (measured on use)
@@ -359,7 +360,7 @@ class SPDSolver:
         return int(np.count_nonzero((old[0] != new[0]) | (old[1] != new[1]) | (old[2] != new[2]))), False
 
     def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, max_fill: float | None = None) -> np.ndarray | None:
-        """Solve directly by sparse Cholesky (:mod:`resgraph.cholesky`), refactorising on the last
+        """Solve directly by sparse Cholesky (:mod:`resgraph.schur`), refactorising on the last
         analysis when the pattern is the last one's; None (and no factorisation from now on)
         when a large system's factor would hold more than ``max_fill`` (default ``FILL_LIMIT``)
         entries per row."""
@@ -372,7 +373,7 @@ class SPDSolver:
         if self._factor is None:
             try:
                 limit = FILL_LIMIT if max_fill is None else max_fill
-                self._factor = Cholesky(matrix, limit if rhs.size > DIRECT_LIMIT else np.inf)
+                self._factor = SchurCholesky(matrix, limit if rhs.size > DIRECT_LIMIT else np.inf)
             except DenseFill:
                 self._dense_fill = True
                 return None

@@ -43,14 +43,20 @@ def random_graph(n: int, edges: int, rng: np.random.Generator, components: int =
     return laplacian_plus(n, a[keep], b[keep], rng.uniform(0.1, 10.0, int(keep.sum())), extra)
 
 
-def assert_solves(matrix: sp.csr_matrix, rng: np.random.Generator) -> Cholesky:
-    factor = Cholesky(matrix)
+def assert_factor_solves(factor, matrix: sp.csr_matrix, rng: np.random.Generator) -> None:
+    """``factor`` (analysed for ``matrix``'s pattern) factorises ``matrix`` and solves with it as
+    SciPy's direct solver does."""
     factor.factorise(matrix)
     rhs = rng.normal(size=matrix.shape[0])
     x = factor.solve(rhs)
     reference = sla.spsolve(matrix.tocsc(), rhs)
     assert np.abs(matrix @ x - rhs).max() <= 1e-11 * np.abs(matrix).max() * max(np.abs(x).max(), 1.0)
     np.testing.assert_allclose(x, reference, rtol=1e-8, atol=1e-10 * np.abs(reference).max())
+
+
+def assert_solves(matrix: sp.csr_matrix, rng: np.random.Generator) -> Cholesky:
+    factor = Cholesky(matrix)
+    assert_factor_solves(factor, matrix, rng)
     # The dissection's running count of the factor's entries never passes the analysis' own:
     # a factor exactly at the limit allowed is accepted.
     n = max(matrix.shape[0], 1)
