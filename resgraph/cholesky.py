@@ -895,6 +895,14 @@ class Cholesky:
         """Entries of the factor (its supernodes' dense blocks) per row."""
         return float(self._factor_ptr[-1]) / max(self._perm.size, 1)
 
+    @property
+    def footprint(self) -> int:
+        """Bytes a factorisation takes at most: the factor, the dense work space of the fronts,
+        and the update matrices (kept, where they are, else their stack). Known before any of it
+        is taken."""
+        updates = max(self._stack_ptr[-1], self._kept_total if self._kept_offset is not None else 0)
+        return 8 * int(self._factor_ptr[-1] + self._work_ptr[-1] + updates)
+
     def same_pattern(self, matrix: sp.csr_matrix) -> bool:
         return (matrix.shape[0] == self._perm.size and np.array_equal(matrix.indptr, self._indptr)
                 and np.array_equal(matrix.indices, self._indices))

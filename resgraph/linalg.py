@@ -5,12 +5,12 @@ during a polish, each differing from the last in a few rows. The graph's shape
 (:attr:`resgraph.compiled.CompiledNetwork.mesh_like`) picks the method. Expanders fill in badly and
 are mostly well conditioned: Jacobi-preconditioned conjugate gradients, replaced by CG with a
 plain-aggregation multigrid (:mod:`resgraph.aggregation`) where Jacobi proves slow (conductances
-spanning decades); where even that stalls (conductances over ten or more decades), a factor that
-fits ``RESCUE_ENTRIES`` takes over. Meshes need O(sqrt n) Jacobi iterations but factorise well: a
-sparse Cholesky factorisation (an independent set of low-degree variables eliminated first,
-:mod:`resgraph.schur`, then nested dissection, :mod:`resgraph.cholesky`; up to ``FACTOR_LIMIT``
-unknowns and ``FILL_LIMIT`` factor entries per row) or an algebraic-multigrid hierarchy (PyAMG,
-classical Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly
+spanning decades); where even that stalls (conductances over ten or more decades), a
+factorisation that fits a share of the memory (``RESCUE_MEMORY_SHARE``) takes over. Meshes need
+O(sqrt n) Jacobi iterations but factorise well: a sparse Cholesky factorisation (an
+independent set of low-degree variables eliminated first, :mod:`resgraph.schur`, then nested
+dissection, :mod:`resgraph.cholesky`; up to ``FACTOR_LIMIT`` unknowns and ``FILL_LIMIT`` factor
+entries per row) or an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly
 different systems. Each row changed since it was built costs CG about one iteration (a rank-one
 change), so it is rebuilt at once when the changed rows would cost more than a rebuild; otherwise
 CG gets the iterations a fresh one would need (its measured convergence rate) plus a rebuild's
@@ -27,6 +27,7 @@ with it (conductances spanning decades), the later ones are built with the secon
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numba as nb
@@ -80,13 +81,19 @@ AMG_ITERATIONS = 500
 EXPANDER_ITERATIONS = 5_000
 #: Where CG with the aggregation multigrid misses its target on an expander (conductances over
 #: ten or more decades: condition numbers past 1e12), the system is factorised instead, and so
-#: are the rest of the polish's systems, when the factor holds at most this many entries (256
-#: MiB; the dissection refuses a larger one as soon as it counts that many). Expanders fill in
-#: badly, but at a few thousand variables that is affordable: stress circuits of 5e3 variables
-#: with conductances over 12 decades hold 72-612 factor entries per row, and 6 of them that
-#: ended unconverged at KKT 3e-9 to 1e-3 after 0.5-5.0 s (the polish's steps stalling) converge
-#: in 0.22-1.12 s (measured; each polish first spends its CG budget, then factorises).
-RESCUE_ENTRIES = 2**25
+#: are the rest of the polish's systems, when the factorisation's memory (its factor, the dense
+#: work space of its fronts and its update matrices, :attr:`SchurCholesky.footprint`, known
+#: from the analysis) fits in this share of the machine's physical memory (:func:`rescue_bytes`).
+#: Expanders fill in badly, but at a few thousand variables that is affordable: stress circuits
+#: of 5e3 variables with conductances over 12 decades hold 72-612 factor entries per row, and 6
+#: of them that ended unconverged at KKT 3e-9 to 1e-3 after 0.5-5.0 s (the polish's steps
+#: stalling) converge in 0.22-1.12 s (measured; each polish first spends its CG budget, then
+#: factorises). The limit was 2**25 factor entries before; a 2e4-node random circuit over 12
+#: decades needs 3.6e7 (footprint 1.9 GB, the process's peak 3.0 GB): refused, it ended at KKT
+#: 4.1e-5 after 56 s, rescued it converges in 10 s (measured on this 24 GiB machine).
+RESCUE_MEMORY_SHARE = 1 / 8
+#: The physical memory assumed where the system does not tell it.
+ASSUMED_MEMORY = 8 * 2**30
 #: An aggregation hierarchy's setup and one CG iteration with it, in Jacobi-CG iterations, and its
 #: rate in residual decades per iteration (the forecast of its cost). Measured on
 #: 1e5-node random circuits, uniform conductances / conductances over four decades: setup 19 / 36,
@@ -97,6 +104,16 @@ AGGREGATION_GUESS = (30.0, 4.0, 0.25)
 #: all; uniform conductances 0.11-0.18 and 0.13-0.16): its forecast of the iterations still
 #: needed is doubled.
 FORECAST_MARGIN = 2.0
+
+
+def rescue_bytes() -> int:
+    """Bytes a factorisation may take where it rescues a stalled expander system (see
+    ``RESCUE_MEMORY_SHARE``)."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):      # (no sysconf, or no such name: Windows)
+        memory = ASSUMED_MEMORY
+    return int(RESCUE_MEMORY_SHARE * (memory if memory > 0 else ASSUMED_MEMORY))
 
 
 def _operator(n: int, apply) -> sla.LinearOperator:
@@ -164,7 +181,7 @@ class SPDSolver:
         self._aggregate = False        # whether expander systems get an aggregation hierarchy
         self._dense_fill = not factorise   # whether a factor would fill beyond FILL_LIMIT
         self._rescued = False          # whether a factorisation took over an expander's systems
-        self._rescue_refused = False   # whether one would hold more than RESCUE_ENTRIES
+        self._rescue_refused = False   # whether one would take more than rescue_bytes()
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12,
               scale: float = 1.0) -> np.ndarray:
@@ -174,7 +191,7 @@ class SPDSolver:
         if n <= DIRECT_LIMIT:
             return self._factorise(matrix, rhs) if n else rhs.copy()
         if self._rescued:
-            y = self._factorise(matrix, rhs, RESCUE_ENTRIES / n)
+            y = self._factorise(matrix, rhs, rescue_bytes())
             if y is not None:
                 return y
             self._rescued, self._rescue_refused = False, True
@@ -304,8 +321,8 @@ class SPDSolver:
         y, residual, _, _ = _cg(matrix, product, rhs, guess, target, _operator(n, AggregationHierarchy(matrix)),
                                 AMG_ITERATIONS)
         if residual > target and not self._rescue_refused:
-            # CG stalls (see RESCUE_ENTRIES): factorise where that is affordable.
-            rescued = self._factorise(matrix, rhs, RESCUE_ENTRIES / n)
+            # CG stalls (see RESCUE_MEMORY_SHARE): factorise where that is affordable.
+            rescued = self._factorise(matrix, rhs, rescue_bytes())
             self._rescued, self._rescue_refused = rescued is not None, rescued is None
             if rescued is not None:
                 return rescued
@@ -359,11 +376,11 @@ class SPDSolver:
         new = lower_row_fingerprints(matrix.indptr, matrix.indices, matrix.data)
         return int(np.count_nonzero((old[0] != new[0]) | (old[1] != new[1]) | (old[2] != new[2]))), False
 
-    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, max_fill: float | None = None) -> np.ndarray | None:
+    def _factorise(self, matrix: sp.csr_matrix, rhs: np.ndarray, max_bytes: int | None = None) -> np.ndarray | None:
         """Solve directly by sparse Cholesky (:mod:`resgraph.schur`), refactorising on the last
         analysis when the pattern is the last one's; None (and no factorisation from now on)
-        when a large system's factor would hold more than ``max_fill`` (default ``FILL_LIMIT``)
-        entries per row."""
+        when a large system's factor would hold more than ``FILL_LIMIT`` entries per row, or,
+        given ``max_bytes``, when the factorisation would take more memory than that instead."""
         began = time.perf_counter()
         if self._factor is None or not self._factor.same_pattern(matrix):
             if self._analysed is not None and self._analysed.same_pattern(matrix):
@@ -371,12 +388,16 @@ class SPDSolver:
             else:
                 self._factor = None
         if self._factor is None:
+            # (Given bytes, the analysis stops as soon as the factor alone would not fit them.)
+            limit = FILL_LIMIT if max_bytes is None else max_bytes / 8 / rhs.size
             try:
-                limit = FILL_LIMIT if max_fill is None else max_fill
-                self._factor = SchurCholesky(matrix, limit if rhs.size > DIRECT_LIMIT else np.inf)
+                factor = SchurCholesky(matrix, limit if rhs.size > DIRECT_LIMIT else np.inf)
             except DenseFill:
+                factor = None
+            if factor is None or (max_bytes is not None and factor.footprint > max_bytes):
                 self._dense_fill = True
                 return None
+            self._factor = factor
         self._factor.factorise(matrix)
         self._built_from = matrix
         self._preconditioner = _operator(rhs.size, self._factor.solve)

@@ -320,6 +320,12 @@ class SchurCholesky:
         """Entries of the factor of ``S`` per row of the matrix."""
         return self._inner.fill * self._keep.size / max(self._new.size, 1)
 
+    @property
+    def footprint(self) -> int:
+        """Bytes a factorisation takes at most: :attr:`Cholesky.footprint` of ``S``'s, plus
+        ``S`` and the values of the matrix kept for the solves."""
+        return self._inner.footprint + 8 * (self._schur.nnz + self._indices.size)
+
     def same_pattern(self, matrix: sp.csr_matrix) -> bool:
         return (matrix.shape[0] == self._new.size and np.array_equal(matrix.indptr, self._indptr)
                 and np.array_equal(matrix.indices, self._indices))

@@ -170,7 +170,8 @@ def test_refactorising_only_the_fronts_that_changed(monkeypatch, parallel_min, k
     a fresh factorisation gives (its solves agree bit for bit), on one thread and on several,
     over a sequence of changes (rows clamped and released, none at all). Update matrices kept
     from the first factorisation, from the second (large ones), or not at all (every front
-    factorised again). A factorisation that fails leaves the next one complete."""
+    factorised again). A factorisation that fails leaves the next one complete. The buffers in
+    use never exceed :attr:`Cholesky.footprint`."""
     import resgraph.cholesky as cholesky
     monkeypatch.setattr(cholesky, "PARALLEL_MIN", parallel_min)
     monkeypatch.setattr(cholesky, "KEPT_UPDATES_EARLY", 2**25 if keep == "early" else 0)
@@ -189,6 +190,9 @@ def test_refactorising_only_the_fronts_that_changed(monkeypatch, parallel_min, k
             fixed[rng.choice(np.flatnonzero(fixed), -change, replace=False)] = False
         system = clamped(matrix, fixed)
         factor.factorise(system)
+        # Its buffers never take more than the footprint told before any was taken.
+        held = [b.size for b in (factor._values, factor._work, factor._kept, factor._stack) if b is not None]
+        assert 8 * sum(held) <= factor.footprint
         fresh = factor.fresh()
         fresh.factorise(system)
         rhs = rng.normal(size=matrix.shape[0])

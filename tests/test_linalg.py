@@ -6,6 +6,7 @@ import scipy.sparse as sp
 
 from resgraph.csr import changed_lower_rows, lower_row_fingerprints
 from resgraph.linalg import SPDSolver
+from resgraph.schur import SchurCholesky
 
 
 def lattice_matrix(side: int, rng: np.random.Generator, decades: float = 0.0,
@@ -259,8 +260,9 @@ def random_graph_matrix(n: int, rng: np.random.Generator, decades: float) -> sp.
 
 def test_a_stalled_expander_system_is_factorised_when_affordable(monkeypatch):
     """Where CG with the aggregation multigrid misses its target (here it gets no iterations),
-    the expander's system is factorised, exactly, and so are the later ones; where the factor
-    would hold more than ``RESCUE_ENTRIES`` it is not, and CG's answer stands."""
+    the expander's system is factorised, exactly, and so are the later ones; where the
+    factorisation would take more memory than ``rescue_bytes()`` it is not, and CG's answer
+    stands."""
     import resgraph.linalg as linalg
     monkeypatch.setattr(linalg, "AMG_ITERATIONS", 0)
     monkeypatch.setattr(linalg, "EXPANDER_ITERATIONS", 1)      # Jacobi hands over at once
@@ -274,9 +276,29 @@ def test_a_stalled_expander_system_is_factorised_when_affordable(monkeypatch):
         y = solver.solve(matrix, rhs, np.zeros(n), rtol=1e-11)
         assert np.linalg.norm(matrix @ y - rhs) <= 1e-9 * np.linalg.norm(rhs)
         assert solver._rescued and solver._factor is not None
-    monkeypatch.setattr(linalg, "RESCUE_ENTRIES", n)               # one entry per row: refused
-    refused = SPDSolver(mesh_like=False, factorise=False)
+    exact = SchurCholesky(base)
+    footprint = exact.footprint
     rhs = rng.normal(size=n)
+    monkeypatch.setattr(linalg, "rescue_bytes", lambda: footprint - 1)      # a byte short: refused
+    refused = SPDSolver(mesh_like=False, factorise=False)
     y = refused.solve(base, rhs, np.zeros(n), rtol=1e-11)
     assert refused._factor is None and not refused._rescued
     assert np.linalg.norm(base @ y - rhs) > 1e-9 * np.linalg.norm(rhs)     # (CG had no iterations)
+    monkeypatch.setattr(linalg, "rescue_bytes", lambda: footprint)          # just enough
+    fits = SPDSolver(mesh_like=False, factorise=False)
+    y = fits.solve(base, rhs, np.zeros(n), rtol=1e-11)
+    exact.factorise(base)
+    assert fits._rescued and np.array_equal(y, exact.solve(rhs))
+
+
+def test_the_rescue_budget_is_a_share_of_physical_memory(monkeypatch):
+    import os
+
+    import resgraph.linalg as linalg
+    pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    assert linalg.rescue_bytes() == int(linalg.RESCUE_MEMORY_SHARE * pages * page)
+
+    def unknown(name):
+        raise ValueError(name)
+    monkeypatch.setattr(os, "sysconf", unknown)
+    assert linalg.rescue_bytes() == int(linalg.RESCUE_MEMORY_SHARE * linalg.ASSUMED_MEMORY)
