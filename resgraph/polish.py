@@ -53,6 +53,8 @@ def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray, mer
     """``P' Q P`` in the rows of the cluster roots, identity in every other row (see below);
     ``merged``: whether any two free variables are in one cluster."""
     n = root.size
+    if not merged and unknown.all():
+        return q            # (nothing fixed or merged: Q itself, which is never written to)
     if not merged:
         # No two free variables merged: keep Q's structure, zero what touches fixed variables.
         return sp.csr_matrix((clamp_rows(q.indptr, q.indices, q.data, unknown), q.indices, q.indptr), shape=(n, n))
