@@ -10,7 +10,8 @@ factorisation that fits a share of the memory (``RESCUE_MEMORY_SHARE``) takes ov
 O(sqrt n) Jacobi iterations but factorise well: a sparse Cholesky factorisation (an
 independent set of low-degree variables eliminated first, :mod:`resgraph.schur`, then nested
 dissection, :mod:`resgraph.cholesky`; up to ``FACTOR_LIMIT`` unknowns and ``FILL_LIMIT`` factor
-entries per row) or an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond. Either is kept as the CG preconditioner of the later, slightly
+entries per row) or an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond,
+where the same rescue as on expanders takes over if CG stalls. Either is kept as the CG preconditioner of the later, slightly
 different systems. Each row changed since it was built costs CG about one iteration (a rank-one
 change), so it is rebuilt at once when the changed rows would cost more than a rebuild; otherwise
 CG gets the iterations a fresh one would need (its measured convergence rate) plus a rebuild's
@@ -79,18 +80,22 @@ AMG_SMOOTHERS = dict(presmoother=("gauss_seidel", {"sweep": "forward"}),
 AMG_ITERATIONS = 500
 #: Jacobi-CG iterations allowed on an expander-like graph.
 EXPANDER_ITERATIONS = 5_000
-#: Where CG with the aggregation multigrid misses its target on an expander (conductances over
-#: ten or more decades: condition numbers past 1e12), the system is factorised instead, and so
-#: are the rest of the polish's systems, when the factorisation's memory (its factor, the dense
-#: work space of its fronts and its update matrices, :attr:`SchurCholesky.footprint`, known
-#: from the analysis) fits in this share of the machine's physical memory (:func:`rescue_bytes`).
+#: Where CG with the aggregation multigrid misses its target on an expander, or CG with AMG on a
+#: mesh (conductances over ten or more decades: condition numbers past 1e12), the system is
+#: factorised instead, and so are the rest of the polish's systems, when the factorisation's
+#: memory (its factor, the dense work space of its fronts and its update matrices,
+#: :attr:`SchurCholesky.footprint`, known from the analysis) fits in this share of the
+#: machine's physical memory (:func:`rescue_bytes`).
 #: Expanders fill in badly, but at a few thousand variables that is affordable: stress circuits
 #: of 5e3 variables with conductances over 12 decades hold 72-612 factor entries per row, and 6
 #: of them that ended unconverged at KKT 3e-9 to 1e-3 after 0.5-5.0 s (the polish's steps
 #: stalling) converge in 0.22-1.12 s (measured; each polish first spends its CG budget, then
 #: factorises). The limit was 2**25 factor entries before; a 2e4-node random circuit over 12
 #: decades needs 3.6e7 (footprint 1.9 GB, the process's peak 3.0 GB): refused, it ended at KKT
-#: 4.1e-5 after 56 s, rescued it converges in 10 s (measured on this 24 GiB machine).
+#: 4.1e-5 after 56 s, rescued it converges in 10 s (measured on this 24 GiB machine). A 2e4-node
+#: mesh over 12 decades with 1233 diodes between free nodes, whose clusters fill its factor past
+#: ``FILL_LIMIT``, ended at KKT 7.9e-8 with AMG-CG 1e4-1e6 times short of its targets; rescued, it
+#: converges.
 RESCUE_MEMORY_SHARE = 1 / 8
 #: The physical memory assumed where the system does not tell it.
 ASSUMED_MEMORY = 8 * 2**30
@@ -249,7 +254,7 @@ class SPDSolver:
                 return y
             if changed == 0 and not self._regalerkined:
                 # A rebuild would make this same preconditioner: go on with it.
-                return cg(y, self._preconditioner, AMG_ITERATIONS)[0]
+                return self._unless_stalled(matrix, rhs, *cg(y, self._preconditioner, AMG_ITERATIONS), target)
             guess, initial = y, residual
         if n <= FACTOR_LIMIT and not self._dense_fill:
             y = self._factorise(matrix, rhs)
@@ -282,7 +287,19 @@ class SPDSolver:
                 self._second_pass = True
                 self._decades = 0.0
                 self._build_hierarchy(matrix)
-        return cg(guess, self._preconditioner, AMG_ITERATIONS, fresh_from=initial)[0]
+        return self._unless_stalled(matrix, rhs, *cg(guess, self._preconditioner, AMG_ITERATIONS, fresh_from=initial),
+                                    target)
+
+    def _unless_stalled(self, matrix: sp.csr_matrix, rhs: np.ndarray, y: np.ndarray, residual: float,
+                        target: float) -> np.ndarray:
+        """``y``, CG's answer with ``residual``; where CG stalled short of ``target``
+        (conductances over ten or more decades), the answer of a factorisation that fits
+        :func:`rescue_bytes` instead, which then solves the polish's later systems too."""
+        if residual <= target or self._rescue_refused:
+            return y
+        rescued = self._factorise(matrix, rhs, rescue_bytes())
+        self._rescued, self._rescue_refused = rescued is not None, rescued is None
+        return y if rescued is None else rescued
 
     def _solve_expander(self, matrix: sp.csr_matrix, product, rhs: np.ndarray, guess: np.ndarray,
                         target: float, initial: float) -> np.ndarray:
@@ -320,13 +337,7 @@ class SPDSolver:
             self._aggregate = True
         y, residual, _, _ = _cg(matrix, product, rhs, guess, target, _operator(n, AggregationHierarchy(matrix)),
                                 AMG_ITERATIONS)
-        if residual > target and not self._rescue_refused:
-            # CG stalls (see RESCUE_MEMORY_SHARE): factorise where that is affordable.
-            rescued = self._factorise(matrix, rhs, rescue_bytes())
-            self._rescued, self._rescue_refused = rescued is not None, rescued is None
-            if rescued is not None:
-                return rescued
-        return y
+        return self._unless_stalled(matrix, rhs, y, residual, target)
 
     def _build_hierarchy(self, matrix: sp.csr_matrix) -> None:
         import pyamg

@@ -291,6 +291,27 @@ def test_a_stalled_expander_system_is_factorised_when_affordable(monkeypatch):
     assert fits._rescued and np.array_equal(y, exact.solve(rhs))
 
 
+def test_a_stalled_mesh_system_is_factorised_beyond_the_fill_limit(monkeypatch):
+    """On a mesh whose factor exceeds ``FILL_LIMIT`` (it goes to AMG-CG), a system on which CG
+    stalls (here it gets no iterations) is factorised within ``rescue_bytes()``, exactly, and
+    so are the later ones."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "AMG_ITERATIONS", 0)
+    monkeypatch.setattr(linalg, "FILL_LIMIT", 8)
+    rng = np.random.default_rng(12)
+    base = random_graph_matrix(600, rng, decades=12.0)
+    n = base.shape[0]
+    assert SchurCholesky(base).fill > linalg.FILL_LIMIT
+    solver = SPDSolver(mesh_like=True)
+    for fixed_count in (0, 5):
+        matrix = clamp_rows(base, rng.choice(n, fixed_count, replace=False))
+        rhs = rng.normal(size=n)
+        y = solver.solve(matrix, rhs, np.zeros(n), rtol=1e-11)
+        exact = SchurCholesky(matrix)
+        exact.factorise(matrix)
+        assert solver._rescued and np.array_equal(y, exact.solve(rhs))
+
+
 def test_the_rescue_budget_is_a_share_of_physical_memory(monkeypatch):
     import os
 
