@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Callable
 
 import numba as nb
 import numpy as np
@@ -189,9 +190,10 @@ class SPDSolver:
         self._rescue_refused = False   # whether one would take more than rescue_bytes()
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12,
-              scale: float = 1.0) -> np.ndarray:
+              scale: float | Callable[[], float] = 1.0) -> np.ndarray:
         """Solve ``matrix y = rhs`` from ``guess``: exactly where it is factorised, else by CG to a
-        residual (2-norm) of ``rtol`` times ``scale`` (amperes: the currents in play)."""
+        residual (2-norm) of ``rtol`` times ``scale`` (amperes: the currents in play; a function
+        giving it is called only where CG needs it)."""
         n = rhs.size
         if n <= DIRECT_LIMIT:
             return self._factorise(matrix, rhs) if n else rhs.copy()
@@ -223,7 +225,7 @@ class SPDSolver:
         # the magnitudes of its terms.
         typical = max(float(np.linalg.norm(rhs)), float(np.linalg.norm(matrix.diagonal() * guess))) / np.sqrt(n)
         floor = ROUNDING_FLOOR * EPS * term_magnitudes(matrix.indptr, matrix.indices, matrix.data, rhs, guess)
-        target = max(rtol * min(typical, scale), floor, 1e-300)
+        target = max(rtol * min(typical, scale() if callable(scale) else scale), floor, 1e-300)
 
         product = parallel_operator(matrix) if n >= PARALLEL_MIN else matrix
 

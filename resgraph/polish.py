@@ -92,7 +92,8 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
     # x = y[root] + base on free clusters, base on fixed ones; the drive sums over each cluster.
     rhs = cluster_drive(q.indptr, q.indices, q.data, c.sweep.source, root, touched, base)
     guess = np.where(unknown, x - base, 0.0)
-    y = solver.solve(reduced, rhs, guess, rtol, current_scale(c, x))
+    # (The scale is measured only where CG needs it: a factorised system does not.)
+    y = solver.solve(reduced, rhs, guess, rtol, lambda: current_scale(c, x))
     touched_forest = None if np.any(prefer[idx]) else (nodes, local_tail, local_head, forest)
     return np.where(free, y[np.minimum(root, n - 1)], 0.0) + base, touched_forest
 
