@@ -11,8 +11,8 @@ O(sqrt n) Jacobi iterations but factorise well: a sparse Cholesky factorisation 
 independent set of low-degree variables eliminated first, :mod:`resgraph.schur`, then nested
 dissection, :mod:`resgraph.cholesky`; up to ``FACTOR_LIMIT`` unknowns and ``FILL_LIMIT`` factor
 entries per row) or an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond,
-where the same rescue as on expanders takes over if CG stalls. Either is kept as the CG preconditioner of the later, slightly
-different systems. Each row changed since it was built costs CG about one iteration (a rank-one
+where the same rescue as on expanders takes over if CG stalls. Either is kept as the CG
+preconditioner of the later, slightly different systems. Each row changed since it was built costs CG about one iteration (a rank-one
 change), so it is rebuilt at once when the changed rows would cost more than a rebuild; otherwise
 CG gets the iterations a fresh one would need (its measured convergence rate) plus a rebuild's
 worth, and the preconditioner is rebuilt only if that does not suffice. A rebuild of a
@@ -113,7 +113,7 @@ FORECAST_MARGIN = 2.0
 
 
 def rescue_bytes() -> int:
-    """Bytes a factorisation may take where it rescues a stalled expander system (see
+    """Bytes a factorisation may take where it rescues a system on which CG stalled (see
     ``RESCUE_MEMORY_SHARE``)."""
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -186,7 +186,7 @@ class SPDSolver:
         self._second_pass = False      # whether hierarchies are built with the second pass
         self._aggregate = False        # whether expander systems get an aggregation hierarchy
         self._dense_fill = not factorise   # whether a factor would fill beyond FILL_LIMIT
-        self._rescued = False          # whether a factorisation took over an expander's systems
+        self._rescued = False          # whether a factorisation took over from a stalled CG
         self._rescue_refused = False   # whether one would take more than rescue_bytes()
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12,
