@@ -12,10 +12,11 @@ independent set of low-degree variables eliminated first, :mod:`resgraph.schur`,
 dissection, :mod:`resgraph.cholesky`; up to ``FACTOR_LIMIT`` unknowns and ``FILL_LIMIT`` factor
 entries per row) or an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond,
 where the same rescue as on expanders takes over if CG stalls. Either is kept as the CG
-preconditioner of the later, slightly different systems. Each row changed since it was built costs CG about one iteration (a rank-one
-change), so it is rebuilt at once when the changed rows would cost more than a rebuild; otherwise
-CG gets the iterations a fresh one would need (its measured convergence rate) plus a rebuild's
-worth, and the preconditioner is rebuilt only if that does not suffice. A rebuild of a
+preconditioner of the later, slightly different systems. Each row changed since it was built
+costs CG about one iteration (a rank-one change), so it is rebuilt at once when the changed rows
+would cost more than a rebuild; otherwise CG gets the iterations a fresh one would need (its
+measured convergence rate) plus a rebuild's worth, and the preconditioner is rebuilt only if
+that does not suffice. A rebuild of a
 factorisation whose sparsity pattern is unchanged (clamped variables become identity rows, keeping
 the pattern) reuses the ordering and analysis (done once per network, see
 :attr:`CompiledNetwork.cholesky`): a numeric refactorisation, of only the fronts the changed rows
