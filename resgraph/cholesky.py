@@ -506,7 +506,8 @@ def _schedule(first, parent, child_ptr, children, rows_ptr, groups):
     Returns ``(order, group_ptr, stack_offset, stack_ptr, work_ptr)``: group ``g`` (the last,
     ``groups``, being the supernodes above) does ``order[group_ptr[g]:group_ptr[g + 1]]`` in
     turn, its update matrices on a stack of its own at ``stack_ptr[g]`` (supernode ``s``'s at
-    ``stack_offset[s]``), its fronts in a work area at ``work_ptr[g]``."""
+    ``stack_offset[s]``), its fronts in a work area at ``work_ptr[g]`` (the supernodes above in
+    the threads' areas, from 0: ``work_ptr[-1]`` is the length of them all)."""
     count = parent.size
     cost = np.empty(count)
     members = np.ones(count, np.int64)
@@ -582,7 +583,9 @@ def _schedule(first, parent, child_ptr, children, rows_ptr, groups):
         for i in range(group_ptr[g], group_ptr[g + 1]):
             stack_offset[order[i]] += stack_ptr[g]
         stack_ptr[g + 1] = stack_ptr[g] + peak
-        work_ptr[g + 1] = work_ptr[g] + widest * widest
+        # (The supernodes above start once every thread is done: their work area is the
+        # threads', from 0.)
+        work_ptr[g + 1] = work_ptr[g] + widest * widest if g < groups else max(work_ptr[g], widest * widest)
     return order, group_ptr, stack_offset, stack_ptr, work_ptr
 
 
@@ -942,8 +945,7 @@ class Cholesky:
         else:
             failed = _fronts_in_parallel(order, group_ptr, *common, self._work, self._work_ptr)
             if failed < 0:
-                failed = _fronts(order, group_ptr[groups], group_ptr[-1], *common,
-                                 self._work[self._work_ptr[groups]:])
+                failed = _fronts(order, group_ptr[groups], group_ptr[-1], *common, self._work)
         if failed >= 0:
             row = int(self._perm[failed])
             raise NotPositiveDefinite(f"the matrix is not positive definite: pivot of row {row}", row)

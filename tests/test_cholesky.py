@@ -104,7 +104,7 @@ def test_any_graph_is_ordered_and_solved(n, edges, seed):
 def test_fronts_factorised_on_several_threads(monkeypatch, shape):
     """Subtrees of the elimination tree dealt to threads, the supernodes above them after, in the
     factorisation and in both substitutions: the same answer as one thread (every graph here goes
-    parallel)."""
+    parallel), the supernodes above working in the threads' work areas."""
     import resgraph.cholesky as cholesky
     monkeypatch.setattr(cholesky, "PARALLEL_MIN", 1)
     rng = np.random.default_rng(7)
@@ -118,6 +118,11 @@ def test_fronts_factorised_on_several_threads(monkeypatch, shape):
         # The threads' forward updates of the supernodes above were collected apart (separate
         # components leave none above).
         assert factor._above.size > 0 and np.all(factor._slot[factor._above] >= 0)
+    # The supernodes above, done once the threads are, take their work area in the threads'.
+    groups = factor._group_ptr.size - 2
+    above = order[factor._group_ptr[groups]:]
+    widest = np.max(np.diff(factor._first)[above] + np.diff(factor._rows_ptr)[above], initial=0)
+    assert factor._work_ptr[-1] == max(factor._work_ptr[groups], widest**2)
 
 
 @pytest.mark.parametrize("threads", [2, 3])
