@@ -901,10 +901,10 @@ class Cholesky:
     @property
     def footprint(self) -> int:
         """Bytes a factorisation takes at most: the factor, the dense work space of the fronts,
-        and the update matrices (kept, where they are, else their stack). Known before any of it
-        is taken."""
-        updates = max(self._stack_ptr[-1], self._kept_total if self._kept_offset is not None else 0)
-        return 8 * int(self._factor_ptr[-1] + self._work_ptr[-1] + updates)
+        and the update matrices (kept, with the values they were computed from, where they are;
+        else their stack). Known before any of it is taken."""
+        kept = self._kept_total + self._indices.size if self._kept_offset is not None else 0
+        return 8 * int(self._factor_ptr[-1] + self._work_ptr[-1] + max(self._stack_ptr[-1], kept))
 
     def same_pattern(self, matrix: sp.csr_matrix) -> bool:
         return (matrix.shape[0] == self._perm.size and np.array_equal(matrix.indptr, self._indptr)
