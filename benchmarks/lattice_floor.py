@@ -4,11 +4,11 @@ The issue asks for 10x OSQP's time at 1e4 nodes; on random graphs resgraph is hu
 faster, on 2-D lattices not. This script measures, in one process on one circuit of
 ``benchmarks/networks.py``, OSQP's whole time (as in ``solve_vs_osqp.py``: compile + to_qp + setup
 + solve), ours, and the pieces any exact method on this machine would need: compiling the network,
-one sparse factorisation of its conductance matrix (the polish's own Cholesky, with its
-elimination of an independent set, order and analysis, numeric part, refactorisation after a few rows changed and solve apart; QDLDL, OSQP's
-LDL', with its AMD ordering, and its numeric part alone; SciPy's SuperLU), classical AMG (PyAMG:
-setup, then CG to the polish's accuracy), and one colour sweep. Each figure is the best of
-``--repeat`` runs.
+one sparse factorisation of its conductance matrix (the polish's own Cholesky, with its elimination
+of an independent set, order and analysis, numeric part, refactorisation after a few rows changed
+and solve apart; QDLDL, OSQP's LDL', with its AMD ordering, and its numeric part alone; SciPy's
+SuperLU), classical AMG (PyAMG: setup, then CG to the polish's accuracy), and one colour sweep.
+Each figure is the best of ``--repeat`` runs.
 
     python benchmarks/lattice_floor.py                     # 1e4-node lattice, both regimes
 """

@@ -90,8 +90,8 @@ def _child(name, kind, n, regime, backend, timeout, memory_gib, pipe):
             # Before the clock, as the peers import their modules: the JIT cache (a lattice big
             # enough for the factorisation's threads too, which start at 5000 rows of the Schur
             # complement, half the lattice's: after an edit of its source the first process
-            # compiles them, 13-15 s; loading them took the first 1e4-node solve 35-60 ms), and PyAMG, which the polish imports on first use
-            # (a quarter of a second) on large meshes.
+            # compiles them, 13-15 s; loading them took the first 1e4-node solve 35-60 ms), and
+            # PyAMG, which the polish imports on first use (a quarter of a second) on large meshes.
             rg.solve(benchmark_network("random", 1000, "on"), backend=backend)
             rg.solve(benchmark_network("lattice", 10_000, "on"), backend=backend)
             import pyamg  # noqa: F401

@@ -16,16 +16,15 @@ preconditioner of the later, slightly different systems. Each row changed since 
 costs CG about one iteration (a rank-one change), so it is rebuilt at once when the changed rows
 would cost more than a rebuild; otherwise CG gets the iterations a fresh one would need (its
 measured convergence rate) plus a rebuild's worth, and the preconditioner is rebuilt only if
-that does not suffice. A rebuild of a
-factorisation whose sparsity pattern is unchanged (clamped variables become identity rows, keeping
-the pattern) reuses the ordering and analysis (done once per network, see
-:attr:`CompiledNetwork.cholesky`): a numeric refactorisation, of only the fronts the changed rows
-reach where the factor keeps its update matrices (:meth:`Cholesky.factorise`; 1e4-node lattice, 20
-rows changed: 0.8 ms, a fresh factorisation 2.0 ms). An AMG hierarchy in that case keeps its
-splittings and interpolations and has its coarse levels re-formed from the new matrix
-(``SPDSolver._regalerkin``). The first hierarchy of a polish is probed: where CG converges slowly
-with it (conductances spanning decades), the later ones are built with the second coarsening pass
-(``AMG_SECOND_PASS``).
+that does not suffice. A rebuild of a factorisation whose sparsity pattern is unchanged (clamped
+variables become identity rows, keeping the pattern) reuses the ordering and analysis (done once
+per network, see :attr:`CompiledNetwork.cholesky`): a numeric refactorisation, of only the fronts
+the changed rows reach where the factor keeps its update matrices (:meth:`Cholesky.factorise`;
+1e4-node lattice, 20 rows changed: 0.8 ms, a fresh factorisation 2.0 ms). An AMG hierarchy in that
+case keeps its splittings and interpolations and has its coarse levels re-formed from the new
+matrix (``SPDSolver._regalerkin``). The first hierarchy of a polish is probed: where CG converges
+slowly with it (conductances spanning decades), the later ones are built with the second coarsening
+pass (``AMG_SECOND_PASS``).
 """
 from __future__ import annotations
 
