@@ -232,6 +232,23 @@ def term_magnitudes(indptr, indices, data, rhs, x):
     return np.sqrt(squares)
 
 
+@nb.njit(parallel=True, cache=True)
+def worst_excess(indptr, indices, data, rhs, x, allowance):
+    """The largest ``|(A x - rhs)[i]| - allowance * (|rhs[i]| + sum_j |A[i, j] x[j]|)`` over the
+    rows of a CSR matrix ``A``: how far the worst row's residual exceeds ``allowance`` times
+    the magnitudes of its own terms (rounding's reach in that row). Called from Python only."""
+    worst = -np.inf
+    for i in nb.prange(indptr.size - 1):
+        residual = -rhs[i]
+        terms = abs(rhs[i])
+        for t in range(indptr[i], indptr[i + 1]):
+            term = data[t] * x[indices[t]]
+            residual += term
+            terms += abs(term)
+        worst = max(worst, abs(residual) - allowance * terms)
+    return worst
+
+
 @nb.njit(cache=True)
 def cluster_drive(indptr, indices, data, source, root, touched, base):
     """The current driven into each cluster of variables, ``sum over the cluster's members i

@@ -5,13 +5,15 @@ during a polish, each differing from the last in a few rows. The graph's shape
 (:attr:`resgraph.compiled.CompiledNetwork.mesh_like`) picks the method. Expanders fill in badly and
 are mostly well conditioned: Jacobi-preconditioned conjugate gradients, replaced by CG with a
 plain-aggregation multigrid (:mod:`resgraph.aggregation`) where Jacobi proves slow (conductances
-spanning decades); where even that stalls (conductances over ten or more decades), a
-factorisation that fits a share of the memory (``RESCUE_MEMORY_SHARE``) takes over. Meshes need
-O(sqrt n) Jacobi iterations but factorise well: a sparse Cholesky factorisation (an
-independent set of low-degree variables eliminated first, :mod:`resgraph.schur`, then nested
-dissection, :mod:`resgraph.cholesky`; up to ``FACTOR_LIMIT`` unknowns and ``FILL_LIMIT`` factor
-entries per row) or an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond,
-where the same rescue as on expanders takes over if CG stalls. Either is kept as the CG
+spanning decades); where even that proves slow or stalls (conductances over eight or more
+decades), CG preconditioned by a support graph (a maximum spanning forest and the strong
+couplings, factorised: :mod:`resgraph.support`); and where that stalls too, a factorisation
+that fits a share of the memory (``RESCUE_MEMORY_SHARE``). Meshes need O(sqrt n) Jacobi
+iterations but factorise well: a sparse Cholesky factorisation (an independent set of
+low-degree variables eliminated first, :mod:`resgraph.schur`, then nested dissection,
+:mod:`resgraph.cholesky`; up to ``FACTOR_LIMIT`` unknowns and ``FILL_LIMIT`` factor entries per
+row) or an algebraic-multigrid hierarchy (PyAMG, classical Ruge-Stueben) beyond, where the same
+support graph, then the same rescue, take over if CG stalls. Either is kept as the CG
 preconditioner of the later, slightly different systems. Each row changed since it was built
 costs CG about one iteration (a rank-one change), so it is rebuilt at once when the changed rows
 would cost more than a rebuild; otherwise CG gets the iterations a fresh one would need (its
@@ -39,7 +41,8 @@ import scipy.sparse.linalg as sla
 
 from .aggregation import AggregationHierarchy
 from .schur import DenseFill, SchurCholesky
-from .csr import changed_lower_rows, lower_row_fingerprints, term_magnitudes
+from .support import SupportPreconditioner, SupportUnavailable
+from .csr import changed_lower_rows, lower_row_fingerprints, term_magnitudes, worst_excess
 from .kkt import EPS
 
 #: Systems this small are factorised straight away.
@@ -54,6 +57,14 @@ REUSE_ITERATIONS = (10, 200)
 #: The CG residual's floor, in eps times the 2-norm of the magnitudes of its terms per row
 #: (``|rhs| + |A| |x|``).
 ROUNDING_FLOOR = 1.0
+#: Where that floor sets the target (conductances over many decades, potentials far from 0 V),
+#: a residual at it in norm may sit on one row of small terms (a 5e3-node circuit over 12
+#: decades: 3e-8 A at a node of 0.2 A, KKT 2.8e-9 against 1e-9), so the system is settled only
+#: when each row is also within the tolerance plus this many eps of its own terms' magnitudes
+#: (the certificate allows 64, ``kkt.ROUNDING_ULPS``). CG gets there by aiming its recurrence
+#: below the floor, ``SETTLE_AIM`` times lower at each restart.
+SETTLED_ULPS = 8.0
+SETTLE_AIM = 0.01
 #: Products with matrices this large run on all cores.
 PARALLEL_MIN = 50_000
 #: Classical AMG settings (strength-of-connection threshold, second coarsening pass), and the
@@ -82,7 +93,8 @@ AMG_ITERATIONS = 500
 #: Jacobi-CG iterations allowed on an expander-like graph.
 EXPANDER_ITERATIONS = 5_000
 #: Where CG with the aggregation multigrid misses its target on an expander, or CG with AMG on a
-#: mesh (conductances over ten or more decades: condition numbers past 1e12), the system is
+#: mesh (conductances over ten or more decades: condition numbers past 1e12), and CG with a
+#: support graph misses it too, the system is
 #: factorised instead, and so are the rest of the polish's systems, when the factorisation's
 #: memory (its factor, the dense work space of its fronts and its update matrices,
 #: :attr:`SchurCholesky.footprint`, known from the analysis) fits in this share of the
@@ -98,6 +110,18 @@ EXPANDER_ITERATIONS = 5_000
 #: ``FILL_LIMIT``, ended at KKT 7.9e-8 with AMG-CG 1e4-1e6 times short of its targets; rescued, it
 #: converges.
 RESCUE_MEMORY_SHARE = 1 / 8
+#: CG iterations with the aggregation hierarchy on an expander before a support graph
+#: (:mod:`resgraph.support`) takes over (fewer where its rate over the first ``PROBE_ITERATIONS``
+#: forecasts more): the support's CG takes 30-60 iterations, of about the cost of a cycle, where
+#: the hierarchy's needs hundreds (conductances over 8 decades or more) or stalls (12); with four
+#: decades the hierarchy takes 40-45 and the support's forest alone 240 (2e4-node random circuits,
+#: measured).
+SUPPORT_AFTER = 100
+#: CG with the support graph is restarted from where its recurrence claimed the target while the
+#: true residual missed it, aiming at this share of the target, as long as each run cut the
+#: residual by ``RESTART_GAIN`` at least.
+RESTART_AIM = 0.25
+RESTART_GAIN = 0.8
 #: The physical memory assumed where the system does not tell it.
 ASSUMED_MEMORY = 8 * 2**30
 #: An aggregation hierarchy's setup and one CG iteration with it, in Jacobi-CG iterations, and its
@@ -158,6 +182,36 @@ class _Handover(Exception):
         self.x = x.copy()
 
 
+def _watch(matrix: sp.csr_matrix, rhs: np.ndarray, initial: float, target: float, budget: int, margin: float):
+    """A CG callback that stops CG (raising :class:`_Handover` with its iterate) once it has run
+    ``budget`` iterations, or after ``PROBE_ITERATIONS`` when its rate so far, from the residual
+    ``initial``, forecasts more than ``budget`` in all (``margin`` times the iterations it still
+    needs to reach ``target``)."""
+    count = 0
+
+    def watch(x):
+        nonlocal count
+        count += 1
+        if count == PROBE_ITERATIONS:
+            residual = max(float(np.linalg.norm(matrix @ x - rhs)), 1e-300)
+            progress = max(np.log10(max(initial, 1e-300) / residual), 1e-300) / count
+            if count + margin * np.log10(residual / target) / progress > budget:
+                raise _Handover(x)
+        elif count >= budget:
+            raise _Handover(x)
+
+    return watch
+
+
+def _excess(matrix: sp.csr_matrix, rhs: np.ndarray, y: np.ndarray, target: float, tight: float) -> float:
+    """Amperes by which the worst row of ``matrix y - rhs`` exceeds ``tight`` plus
+    ``SETTLED_ULPS`` of its own terms' rounding, where rounding's floor set the ``target``
+    above ``tight``; else 0 (the norm's target already bounds each row)."""
+    if target <= tight:
+        return 0.0
+    return worst_excess(matrix.indptr, matrix.indices, matrix.data, rhs, y, SETTLED_ULPS * EPS) - tight
+
+
 def parallel_operator(matrix: sp.csr_matrix) -> sla.LinearOperator:
     """``matrix`` as a LinearOperator whose products run on all cores (scipy's use one)."""
     indptr, indices, data = matrix.indptr, matrix.indices, matrix.data
@@ -186,6 +240,8 @@ class SPDSolver:
         self._second_pass = False      # whether hierarchies are built with the second pass
         self._aggregate = False        # whether expander systems get an aggregation hierarchy
         self._dense_fill = not factorise   # whether a factor would fill beyond FILL_LIMIT
+        self._support = False          # whether CG with a support graph took over from a stalled CG
+        self._support_failed = False   # whether that stalled too
         self._rescued = False          # whether a factorisation took over from a stalled CG
         self._rescue_refused = False   # whether one would take more than rescue_bytes()
 
@@ -225,9 +281,12 @@ class SPDSolver:
         # the magnitudes of its terms.
         typical = max(float(np.linalg.norm(rhs)), float(np.linalg.norm(matrix.diagonal() * guess))) / np.sqrt(n)
         floor = ROUNDING_FLOOR * EPS * term_magnitudes(matrix.indptr, matrix.indices, matrix.data, rhs, guess)
-        target = max(rtol * min(typical, scale() if callable(scale) else scale), floor, 1e-300)
+        tight = rtol * min(typical, scale() if callable(scale) else scale)
+        target = max(tight, floor, 1e-300)
 
         product = parallel_operator(matrix) if n >= PARALLEL_MIN else matrix
+        if self._support:
+            return self._unless_stalled(matrix, product, rhs, guess, np.inf, target, tight)
 
         def cg(start, preconditioner, iterations, fresh_from=None):
             """CG from ``start``; with ``fresh_from`` (the residual at ``start``) the new
@@ -244,7 +303,7 @@ class SPDSolver:
 
         initial = float(np.linalg.norm(matrix @ guess - rhs))
         if not self._mesh:
-            return self._solve_expander(matrix, product, rhs, guess, target, initial)
+            return self._solve_expander(matrix, product, rhs, guess, target, tight, initial)
         # As many iterations as a fresh preconditioner would need, plus as many as building one
         # would cost.
         low, high = REUSE_ITERATIONS
@@ -256,7 +315,8 @@ class SPDSolver:
                 return y
             if changed == 0 and not self._regalerkined:
                 # A rebuild would make this same preconditioner: go on with it.
-                return self._unless_stalled(matrix, rhs, *cg(y, self._preconditioner, AMG_ITERATIONS), target)
+                return self._unless_stalled(matrix, product, rhs, *cg(y, self._preconditioner, AMG_ITERATIONS), target,
+                                            tight)
             guess, initial = y, residual
         if n <= FACTOR_LIMIT and not self._dense_fill:
             y = self._factorise(matrix, rhs)
@@ -289,57 +349,80 @@ class SPDSolver:
                 self._second_pass = True
                 self._decades = 0.0
                 self._build_hierarchy(matrix)
-        return self._unless_stalled(matrix, rhs, *cg(guess, self._preconditioner, AMG_ITERATIONS, fresh_from=initial),
-                                    target)
+        return self._unless_stalled(matrix, product, rhs,
+                                    *cg(guess, self._preconditioner, AMG_ITERATIONS, fresh_from=initial), target, tight)
 
-    def _unless_stalled(self, matrix: sp.csr_matrix, rhs: np.ndarray, y: np.ndarray, residual: float,
-                        target: float) -> np.ndarray:
-        """``y``, CG's answer with ``residual``; where CG stalled short of ``target``
-        (conductances over ten or more decades), the answer of a factorisation that fits
-        :func:`rescue_bytes` instead, which then solves the polish's later systems too."""
-        if residual <= target or self._rescue_refused:
+    def _unless_stalled(self, matrix: sp.csr_matrix, product, rhs: np.ndarray, y: np.ndarray, residual: float,
+                        target: float, tight: float) -> np.ndarray:
+        """``y``, CG's answer with ``residual``; where CG stalled short of ``target``, or
+        reached it without settling every row (:func:`_excess`; conductances over many
+        decades), CG from ``y`` preconditioned by a support graph (:mod:`resgraph.support`),
+        which then starts the polish's later systems too; where that stalls as well, the answer
+        of a factorisation that fits :func:`rescue_bytes`, which then solves the later systems."""
+        if residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0:
+            return y
+        if not self._support_failed:
+            try:
+                preconditioner = _operator(rhs.size, SupportPreconditioner(matrix, FILL_LIMIT))
+            except SupportUnavailable:
+                preconditioner = None
+            budget = AMG_ITERATIONS if preconditioner is not None else 0
+            aim, excess = target, np.inf
+            while budget > 0:
+                y, missed, count, _ = _cg(matrix, product, rhs, y, aim, preconditioner, budget)
+                budget -= count
+                if missed > target:
+                    # Restarted, aiming lower, where CG's recurrence claims the target and the
+                    # true residual misses it, as on ill-conditioned systems it can, by a few
+                    # times; given up where a run gains too little.
+                    budget = budget if missed < RESTART_GAIN * residual else 0
+                    residual, aim = missed, target * RESTART_AIM
+                    continue
+                now = _excess(matrix, rhs, y, target, tight)
+                if now <= 0.0:
+                    self._support = True
+                    return y
+                budget = budget if now < RESTART_GAIN * excess else 0
+                excess, aim = now, aim * SETTLE_AIM
+            self._support, self._support_failed = False, True
+        if self._rescue_refused:
             return y
         rescued = self._factorise(matrix, rhs, rescue_bytes())
         self._rescued, self._rescue_refused = rescued is not None, rescued is None
         return y if rescued is None else rescued
 
     def _solve_expander(self, matrix: sp.csr_matrix, product, rhs: np.ndarray, guess: np.ndarray,
-                        target: float, initial: float) -> np.ndarray:
-        """Jacobi-CG, or CG preconditioned by an aggregation hierarchy once Jacobi proves slow.
+                        target: float, tight: float, initial: float) -> np.ndarray:
+        """Jacobi-CG, or CG preconditioned by an aggregation hierarchy once Jacobi proves slow,
+        or by a support graph once that does too.
 
         Jacobi-CG gets as many iterations as the hierarchy would cost (its setup and the cycles
         it would need, ``AGGREGATION_GUESS``, in Jacobi-CG iterations); when its rate over the
         first ``PROBE_ITERATIONS`` (which flatters it) already forecasts more, or it runs out of
         them, the hierarchy takes over from where it stopped, and does so for every later
         system of the polish. (One CG run, watched by its callback: restarting it after the
-        probe cost the systems Jacobi does solve 10-20 %.)"""
+        probe cost the systems Jacobi does solve 10-20 %.) The hierarchy's CG is watched the same
+        way, with ``SUPPORT_AFTER`` iterations, and hands over to the support graph's
+        (:meth:`_unless_stalled`)."""
         n = rhs.size
         if not self._aggregate:
             inverse_diagonal = 1.0 / matrix.diagonal()
             setup, cycle, rate = AGGREGATION_GUESS
             budget = int(min(setup + np.log10(max(initial, 1e-300) / target) / rate * cycle, EXPANDER_ITERATIONS))
-            count = 0
-
-            def watch(x):
-                nonlocal count
-                count += 1
-                if count == PROBE_ITERATIONS:
-                    residual = max(float(np.linalg.norm(matrix @ x - rhs)), 1e-300)
-                    progress = max(np.log10(max(initial, 1e-300) / residual), 1e-300) / count
-                    if count + FORECAST_MARGIN * np.log10(residual / target) / progress > budget:
-                        raise _Handover(x)
-                elif count >= budget:
-                    raise _Handover(x)
-
             try:
                 return sla.cg(product, rhs, x0=guess, rtol=0.0, atol=target, M=_operator(n, lambda r: inverse_diagonal * r),
-                              maxiter=EXPANDER_ITERATIONS, callback=watch)[0]
+                              maxiter=EXPANDER_ITERATIONS,
+                              callback=_watch(matrix, rhs, initial, target, budget, FORECAST_MARGIN))[0]
             except _Handover as handover:
                 guess = handover.x
             self._aggregate = True
-        y, residual, _, _ = _cg(matrix, product, rhs, guess, target, _operator(n, AggregationHierarchy(matrix)),
-                                AMG_ITERATIONS)
-        return self._unless_stalled(matrix, rhs, y, residual, target)
+            initial = float(np.linalg.norm(matrix @ guess - rhs))
+        try:
+            y = sla.cg(product, rhs, x0=guess, rtol=0.0, atol=target, M=_operator(n, AggregationHierarchy(matrix)),
+                       maxiter=SUPPORT_AFTER, callback=_watch(matrix, rhs, initial, target, SUPPORT_AFTER, 1.0))[0]
+        except _Handover as handover:
+            y = handover.x
+        return self._unless_stalled(matrix, product, rhs, y, float(np.linalg.norm(matrix @ y - rhs)), target, tight)
 
     def _build_hierarchy(self, matrix: sp.csr_matrix) -> None:
         import pyamg

@@ -4,7 +4,7 @@ the multigrid path where a factor would fill too much."""
 import numpy as np
 import scipy.sparse as sp
 
-from resgraph.csr import changed_lower_rows, lower_row_fingerprints
+from resgraph.csr import changed_lower_rows, lower_row_fingerprints, worst_excess
 from resgraph.linalg import SPDSolver
 from resgraph.schur import SchurCholesky
 
@@ -258,13 +258,67 @@ def random_graph_matrix(n: int, rng: np.random.Generator, decades: float) -> sp.
     return matrix
 
 
-def test_a_stalled_expander_system_is_factorised_when_affordable(monkeypatch):
+def test_a_stalled_expander_system_is_solved_with_a_support_graph(monkeypatch):
     """Where CG with the aggregation multigrid misses its target (here it gets no iterations),
-    the expander's system is factorised, exactly, and so are the later ones; where the
-    factorisation would take more memory than ``rescue_bytes()`` it is not, and CG's answer
-    stands."""
+    CG preconditioned by a support graph solves the expander's system, and starts the later
+    ones."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "SUPPORT_AFTER", 0)
+    monkeypatch.setattr(linalg, "EXPANDER_ITERATIONS", 1)      # Jacobi hands over at once
+    rng = np.random.default_rng(11)
+    base = random_graph_matrix(2000, rng, decades=12.0)
+    n = base.shape[0]
+    solver = SPDSolver(mesh_like=False, factorise=False)
+    built, original = [], linalg.SupportPreconditioner
+
+    def counted(*args):
+        built.append(original(*args))
+        return built[-1]
+
+    monkeypatch.setattr(linalg, "SupportPreconditioner", counted)
+    for fixed_count in (0, 5):
+        matrix = clamp_rows(base, rng.choice(n, fixed_count, replace=False))
+        # (Currents of the conductances' scale: the node-wise target, 1e-11 of a typical node's
+        # currents, lies above what rounding lets a residual reach.)
+        rhs = matrix @ rng.normal(size=n)
+        y = solver.solve(matrix, rhs, np.zeros(n), rtol=1e-11, scale=np.inf)
+        assert np.linalg.norm(matrix @ y - rhs) <= 1e-11 * np.linalg.norm(rhs) / np.sqrt(n)
+        assert solver._support and not solver._rescued and solver._factor is None
+    assert len(built) == 2
+
+
+def test_a_system_at_the_rounding_floor_is_settled_row_by_row(monkeypatch):
+    """Where rounding's floor sets CG's target (here the scale asks for far less than rounding
+    allows), a residual at that floor in norm may sit on a row of small terms: CG with the
+    support graph goes on until every row is within ``SETTLED_ULPS`` of its own terms'
+    rounding."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "SUPPORT_AFTER", 0)
+    monkeypatch.setattr(linalg, "EXPANDER_ITERATIONS", 1)      # Jacobi hands over at once
+    rng = np.random.default_rng(13)
+    matrix = random_graph_matrix(3000, rng, decades=12.0)
+    rhs = matrix @ rng.normal(size=matrix.shape[0])
+    solver = SPDSolver(mesh_like=False, factorise=False)
+    y = solver.solve(matrix, rhs, np.zeros(rhs.size), rtol=1e-11, scale=1e-6)
+    assert solver._support and not solver._rescued
+    eps = np.finfo(float).eps
+    rows = np.abs(rhs) + abs(matrix) @ np.abs(y)       # each row's terms' magnitudes
+    residual = np.abs(matrix @ y - rhs)
+    # (Two more eps for summing in another order than the solver's kernel.)
+    assert np.all(residual <= (linalg.SETTLED_ULPS + 2) * eps * rows)
+    assert np.linalg.norm(residual) > 1e3 * 1e-11 * 1e-6      # (the floor did set the target)
+    worst = worst_excess(matrix.indptr, matrix.indices, matrix.data, rhs, y, linalg.SETTLED_ULPS * eps)
+    assert abs(worst - np.max(residual - linalg.SETTLED_ULPS * eps * rows)) <= 2 * eps * rows.max()
+
+
+def test_a_stalled_expander_system_is_factorised_when_affordable(monkeypatch):
+    """Where CG with the aggregation multigrid misses its target and so does CG with a support
+    graph (here they get no iterations), the expander's system is factorised, exactly, and so
+    are the later ones; where the factorisation would take more memory than ``rescue_bytes()``
+    it is not, and CG's answer stands."""
     import resgraph.linalg as linalg
     monkeypatch.setattr(linalg, "AMG_ITERATIONS", 0)
+    monkeypatch.setattr(linalg, "SUPPORT_AFTER", 0)
     monkeypatch.setattr(linalg, "EXPANDER_ITERATIONS", 1)      # Jacobi hands over at once
     rng = np.random.default_rng(11)
     base = random_graph_matrix(600, rng, decades=12.0)
@@ -293,8 +347,8 @@ def test_a_stalled_expander_system_is_factorised_when_affordable(monkeypatch):
 
 def test_a_stalled_mesh_system_is_factorised_beyond_the_fill_limit(monkeypatch):
     """On a mesh whose factor exceeds ``FILL_LIMIT`` (it goes to AMG-CG), a system on which CG
-    stalls (here it gets no iterations) is factorised within ``rescue_bytes()``, exactly, and
-    so are the later ones."""
+    stalls, with AMG and with a support graph (here they get no iterations), is factorised
+    within ``rescue_bytes()``, exactly, and so are the later ones."""
     import resgraph.linalg as linalg
     monkeypatch.setattr(linalg, "AMG_ITERATIONS", 0)
     monkeypatch.setattr(linalg, "FILL_LIMIT", 8)
