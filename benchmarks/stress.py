@@ -8,8 +8,12 @@ several ways (cold, warm-started from a perturbed answer, float32 sweeps, the Nu
 polished after sweeps alone) and checks the answer with the test suite's independent KCL check
 (``tests/circuits.py``: every node balanced to 1e-8 of the largest current, diode and
 complementarity conditions). Circuits the drawn elements make infeasible are reported and skipped.
+With ``--decades D`` every conductance is redrawn log-uniform over D decades around 1 S (from a
+generator of its own, so the rest of each circuit stays the same): the ill-conditioned systems
+that take the polish past its multigrid preconditioners.
 
     python benchmarks/stress.py --seeds 0 40           # prints one line per circuit
+    python benchmarks/stress.py --seeds 0 16 --size 20000 --decades 12
 """
 from __future__ import annotations
 
@@ -32,8 +36,9 @@ SIZES = (5_000, 20_000, 30_000, 65_000, 120_000)
 MODES = ("cold", "warm", "float32", "numpy", "after sweeps")
 
 
-def stress_circuit(seed: int, size: int | None = None) -> tuple[rg.Network, str]:
-    """A random circuit (see the module docstring) and a short description of it."""
+def stress_circuit(seed: int, size: int | None = None, decades: float | None = None) -> tuple[rg.Network, str]:
+    """A random circuit (see the module docstring) and a short description of it; with
+    ``decades``, its conductances (siemens) log-uniform over that many decades around 1 S."""
     rng = np.random.default_rng(seed)
     n = int(rng.choice(SIZES)) if size is None else size
     kind = str(rng.choice(["lattice", "random", "mixed"]))
@@ -50,6 +55,10 @@ def stress_circuit(seed: int, size: int | None = None) -> tuple[rg.Network, str]
     n = int(max(a.max(), b.max()))
     wide = rng.random() < 0.5
     g = np.exp(rng.uniform(np.log(0.01), np.log(100), a.size)) if wide else rng.uniform(0.5, 2, a.size)
+    spread = "g 0.01-100 S" if wide else "g 0.5-2 S"
+    if decades is not None:
+        g = 10.0 ** np.random.default_rng(seed + 777).uniform(-decades / 2, decades / 2, a.size)
+        spread = f"g over {decades:g} decades"
     # Voltage sources, grounded or floating, no two sharing a node (so they form a forest).
     count = int(rng.integers(1, 10))
     plus = rng.choice(np.arange(1, n + 1), count, replace=False)
@@ -84,7 +93,6 @@ def stress_circuit(seed: int, size: int | None = None) -> tuple[rg.Network, str]
     net = rg.Network.from_arrays(n + 1, resistors=(a, b, g), diodes=(anode, cathode),
                                  voltage_sources=(plus, minus, volts),
                                  current_sources=(cs[:, 0], cs[:, 1], rng.uniform(-1, 1, sources)))
-    spread = "g 0.01-100 S" if wide else "g 0.5-2 S"
     return net, f"{kind} {n} nodes, {spread}, {clamps} clamps, {x.size} coupled diodes"
 
 
@@ -105,10 +113,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs=2, default=[0, 40], metavar=("FIRST", "STOP"))
     parser.add_argument("--size", type=int, help="free nodes of every circuit (default: drawn)")
+    parser.add_argument("--decades", type=float, help="conductances log-uniform over this many decades")
     args = parser.parse_args(argv)
     failures = checked = 0
     for seed in range(*args.seeds):
-        net, description = stress_circuit(seed, args.size)
+        net, description = stress_circuit(seed, args.size, args.decades)
         try:
             net.compile()
         except rg.NetworkError as exc:
