@@ -115,11 +115,13 @@ RESCUE_MEMORY_SHARE = 1 / 8
 #: forecasts more): the support's CG takes 30-60 iterations, of about the cost of a cycle, where
 #: the hierarchy's needs hundreds (conductances over 8 decades or more) or stalls (12); with four
 #: decades the hierarchy takes 40-45 and the support's forest alone 240 (2e4-node random circuits,
-#: measured).
-SUPPORT_AFTER = 100
-#: CG with the support graph is restarted from where its recurrence claimed the target while the
-#: true residual missed it, aiming at this share of the target, as long as each run cut the
-#: residual by ``RESTART_GAIN`` at least.
+#: measured), where the final system of a polish can need more than 100 (1.2e5-node random stress
+#: circuits over 4 decades: 100 made two of them 2-2.5x slower, 200 none, and cost the 2e4-node
+#: sets over 8 and 12 decades 3-5 %).
+SUPPORT_AFTER = 200
+#: CG with the support graph (the hierarchy's, once) is restarted from where its recurrence
+#: claimed the target while the true residual missed it, aiming at this share of the target, as
+#: long as each run cut the residual by ``RESTART_GAIN`` at least.
 RESTART_AIM = 0.25
 RESTART_GAIN = 0.8
 #: The physical memory assumed where the system does not tell it.
@@ -417,12 +419,19 @@ class SPDSolver:
                 guess = handover.x
             self._aggregate = True
             initial = float(np.linalg.norm(matrix @ guess - rhs))
+        hierarchy = _operator(n, AggregationHierarchy(matrix))
         try:
-            y = sla.cg(product, rhs, x0=guess, rtol=0.0, atol=target, M=_operator(n, AggregationHierarchy(matrix)),
+            y = sla.cg(product, rhs, x0=guess, rtol=0.0, atol=target, M=hierarchy,
                        maxiter=SUPPORT_AFTER, callback=_watch(matrix, rhs, initial, target, SUPPORT_AFTER, 1.0))[0]
+            residual = float(np.linalg.norm(matrix @ y - rhs))
+            if residual > target:
+                # Its recurrence claimed the target and the true residual missed it (by a few
+                # times): once more, aiming lower, before a support graph is built.
+                y, residual, _, _ = _cg(matrix, product, rhs, y, target * RESTART_AIM, hierarchy, SUPPORT_AFTER)
         except _Handover as handover:
             y = handover.x
-        return self._unless_stalled(matrix, product, rhs, y, float(np.linalg.norm(matrix @ y - rhs)), target, tight)
+            residual = float(np.linalg.norm(matrix @ y - rhs))
+        return self._unless_stalled(matrix, product, rhs, y, residual, target, tight)
 
     def _build_hierarchy(self, matrix: sp.csr_matrix) -> None:
         import pyamg
