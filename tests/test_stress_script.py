@@ -25,3 +25,15 @@ def test_lattice_floor_script_prints_every_piece(capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "ms |" not in line]
     assert len(rows) == 13
     assert all(float(row.split(" | ")[1]) > 0 for row in rows)
+
+
+def test_stress_script_over_twelve_decades(capsys):
+    """``--decades 12``: conductances log-uniform over 1e-6..1e6 S, the rest of each circuit as
+    drawn; every valid one solved and checked."""
+    assert stress.main(["--seeds", "0", "8", "--size", "900", "--decades", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "0 failed" in out and "g over 12 decades" in out
+    assert len([line for line in out.splitlines() if line.endswith(": ok")]) >= 4
+    net, _ = stress.stress_circuit(3, 900, 12.0)
+    conductance = net.arrays("resistor")[2]
+    assert conductance.min() < 1e-5 and conductance.max() > 1e5

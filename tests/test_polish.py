@@ -1,0 +1,34 @@
+"""The active-set polish's stages on a large circuit."""
+import os
+import sys
+
+import numpy as np
+
+import resgraph as rg
+import resgraph.polish as polish
+from circuits import check_kirchhoff
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+
+import stress  # noqa: E402
+
+
+def test_a_loose_stage_that_stops_settling_turns_tight(monkeypatch):
+    """A 5e4-node random circuit over 12 decades, warm-started: its loose solves (CG with a
+    support graph) leave 4-9 diodes flipping at every step; after ``LOOSE_PATIENCE`` steps
+    without fewer switching than ever, tight solves settle it. (Loose to the end, it ran 50
+    steps, then 43 more after further sweeps.)"""
+    steps = []
+    original = polish._solve_with_active
+
+    def counted(c, x, active, prefer, solver, rtol):
+        steps.append(rtol)
+        return original(c, x, active, prefer, solver, rtol)
+
+    monkeypatch.setattr(polish, "_solve_with_active", counted)
+    net, description = stress.stress_circuit(1, 50_000, 12.0)
+    assert description.startswith("random 50000 nodes")
+    solution = stress.solve_as(net, "warm", np.random.default_rng(10_001))
+    assert solution.converged
+    check_kirchhoff(net, solution, rtol=1e-8)
+    assert polish.TIGHT_RTOL in steps and len(steps) < 30       # (14 here; 93 loose to the end)
