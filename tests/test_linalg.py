@@ -345,6 +345,25 @@ def test_a_stalled_expander_system_is_factorised_when_affordable(monkeypatch):
     assert fits._rescued and np.array_equal(y, exact.solve(rhs))
 
 
+def test_a_stalled_mesh_system_is_solved_with_a_support_graph(monkeypatch):
+    """On a mesh whose factor exceeds ``FILL_LIMIT`` (it goes to AMG-CG), conductances over 12
+    decades stall AMG-CG; CG with a support graph takes over, and solves the later systems,
+    with no factorisation."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "FILL_LIMIT", 8)
+    rng = np.random.default_rng(5)
+    base = lattice_matrix(60, rng, decades=12.0)
+    n = base.shape[0]
+    solver = SPDSolver(mesh_like=True)
+    for fixed_count in (0, 5, 10):
+        matrix = clamp_rows(base, rng.choice(n, fixed_count, replace=False))
+        rhs = matrix @ rng.normal(size=n)
+        y = solver.solve(matrix, rhs, np.zeros(n), rtol=1e-11, scale=np.inf)
+        assert np.linalg.norm(matrix @ y - rhs) <= 1e-11 * np.linalg.norm(rhs) / np.sqrt(n)
+        assert solver._hierarchy is not None and solver._support
+        assert not solver._rescued and solver._factor is None
+
+
 def test_a_stalled_mesh_system_is_factorised_beyond_the_fill_limit(monkeypatch):
     """On a mesh whose factor exceeds ``FILL_LIMIT`` (it goes to AMG-CG), a system on which CG
     stalls, with AMG and with a support graph (here they get no iterations), is factorised
