@@ -37,6 +37,9 @@ LOOSE_RTOL = 1e-6
 ROUGH_RTOL = 1e-4
 ROUGH_UNTIL = 0.02
 TIGHT_RTOL = 1e-11
+#: A system is solved again where the currents in play at its answer are this many times below
+#: those measured at its start (see :func:`_solve_with_active`).
+RESCALE = 10.0
 #: Below this many variables every solve is tight: a second, loose stage would cost more.
 LOOSE_MIN_SIZE = 20_000
 #: Loose steps that may pass without fewer diodes switching than ever before; then the solves
@@ -97,10 +100,25 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
     # x = y[root] + base on free clusters, base on fixed ones; the drive sums over each cluster.
     rhs = cluster_drive(q.indptr, q.indices, q.data, c.sweep.source, root, touched, base)
     guess = np.where(unknown, x - base, 0.0)
-    # (The scale is measured only where CG needs it: a factorised system does not.)
-    y = solver.solve(reduced, rhs, guess, rtol, lambda: current_scale(c, x))
+    # The currents in play, measured only where CG needs them (a factorised system does not).
+    # Measured at a start far from the answer (no sweeps before the polish, potentials far from
+    # 0 V) they can be orders of magnitude too high, and CG's target with them: then the system
+    # is solved again from the answer, where they are measured anew (a random 1e4-node circuit
+    # floating at 1e5 V: 5e5 A at the start, 1 A at the answer, KKT 1.4e-8 after one solve).
+    used = []
+
+    def scale() -> float:
+        used.append(current_scale(c, x))
+        return used[-1]
+
+    for _ in range(2):
+        y = solver.solve(reduced, rhs, guess, rtol, scale)
+        x = np.where(free, y[np.minimum(root, n - 1)], 0.0) + base
+        if not used or current_scale(c, x) * RESCALE >= used[-1]:
+            break
+        guess = y
     touched_forest = None if np.any(prefer[idx]) else (nodes, local_tail, local_head, forest)
-    return np.where(free, y[np.minimum(root, n - 1)], 0.0) + base, touched_forest
+    return x, touched_forest
 
 
 def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,

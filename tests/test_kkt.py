@@ -146,3 +146,23 @@ def test_sweeps_alone_stop_at_the_same_accuracy_at_a_kilovolt():
     high_net = _lifted(net, 1000.0)
     high = rg.solve(high_net, tol=1e-9)
     check_kirchhoff(high_net, high, rtol=1e-8)
+
+
+@pytest.mark.parametrize("volts", [1e5, 1e6])
+def test_a_cg_solved_circuit_floating_far_from_ground_converges(volts):
+    """A random 5e3-node circuit whose clamps do not conduct (the benchmarks' ``off`` regime:
+    straight to the polish, one Jacobi-CG solve) floating at 1e5 and 1e6 V. The currents in play
+    measured at the start (5e5 A) made CG's target far too loose until the system is solved
+    again from its answer (1 A); at 1e6 V rounding's floor then sets the target, and CG goes on
+    until every row is settled. Converged and balanced to 1e-8 A at every node (before: KKT
+    4.4e-8 and 4.4e-7, unconverged)."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+    from networks import benchmark_network
+
+    net = _lifted(benchmark_network("random", 5000, "off"), volts)
+    sol = rg.solve(net, tol=1e-9)
+    assert sol.polish_iterations == 1 and not np.any(sol.diode_on)
+    check_kirchhoff(net, sol, rtol=1e-8)
