@@ -112,7 +112,8 @@ EXPANDER_ITERATIONS = 5_000
 RESCUE_MEMORY_SHARE = 1 / 8
 #: CG iterations with the aggregation hierarchy on an expander before a support graph
 #: (:mod:`resgraph.support`) takes over (fewer where its rate over the first ``PROBE_ITERATIONS``
-#: forecasts more): the support's CG takes 30-60 iterations, of about the cost of a cycle, where
+#: forecasts more); on a mesh, a system for which the slowest AMG-CG rate seen forecasts more
+#: goes to the support graph at once (a 1e5-node mesh over 12 decades: 11 -> 4.4 s): the support's CG takes 30-60 iterations, of about the cost of a cycle, where
 #: the hierarchy's needs hundreds (conductances over 8 decades or more) or stalls (12); with four
 #: decades the hierarchy takes 40-45 and the support's forest alone 240 (2e4-node random circuits,
 #: measured), where the final system of a polish can need more than 100 (1.2e5-node random stress
@@ -334,6 +335,10 @@ class SPDSolver:
         # would cost.
         low, high = REUSE_ITERATIONS
         needed = np.log10(max(initial, 1e-300) / target) / self._decades if self._decades > 0 else 0.0
+        if needed > SUPPORT_AFTER and not self._support_failed:
+            # At the slowest rate seen so far, AMG-CG would crawl (conductances over many
+            # decades): CG with a support graph instead, without building a hierarchy.
+            return self._unless_stalled(matrix, product, rhs, guess, initial, target, tight)
         budget = int(np.ceil(max(needed, 0.0))) + int(np.clip(self._setup_seconds / max(self._iteration_seconds, 1e-9), low, high))
         if self._preconditioner is not None and not rebuild:
             y, residual = cg(guess, self._preconditioner, budget)

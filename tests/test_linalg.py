@@ -2,6 +2,7 @@
 an old factor as a CG preconditioner, the guard against refactorising onto another pattern, and
 the multigrid path where a factor would fill too much."""
 import numpy as np
+import pytest
 import scipy.sparse as sp
 
 from resgraph.csr import changed_lower_rows, lower_row_fingerprints, worst_excess
@@ -362,6 +363,45 @@ def test_a_stalled_mesh_system_is_solved_with_a_support_graph(monkeypatch):
         assert np.linalg.norm(matrix @ y - rhs) <= 1e-11 * np.linalg.norm(rhs) / np.sqrt(n)
         assert solver._hierarchy is not None and solver._support
         assert not solver._rescued and solver._factor is None
+
+
+@pytest.mark.parametrize("support_after", [10, 200])
+def test_a_mesh_system_on_which_amg_would_crawl_goes_to_a_support_graph(monkeypatch, support_after):
+    """On a mesh going to AMG-CG (its factor exceeds ``FILL_LIMIT``), a system with a new
+    pattern needs a new hierarchy; where the rate seen so far (here 0.13 decades an iteration,
+    about 90 iterations to the target) forecasts more than ``SUPPORT_AFTER`` iterations, a
+    support graph takes it instead, and no hierarchy is built; otherwise one is."""
+    import resgraph.linalg as linalg
+    monkeypatch.setattr(linalg, "FILL_LIMIT", 8)
+    monkeypatch.setattr(linalg, "SUPPORT_AFTER", support_after)
+    built = []
+    original = linalg.SPDSolver._build_hierarchy
+
+    def counted(self, matrix):
+        built.append(matrix)
+        return original(self, matrix)
+
+    monkeypatch.setattr(linalg.SPDSolver, "_build_hierarchy", counted)
+    rng = np.random.default_rng(5)
+    base = lattice_matrix(60, rng, decades=6.0)
+    n = base.shape[0]
+    solver = SPDSolver(mesh_like=True)
+    for step in range(3):
+        matrix = base
+        if step:      # a few long-range couplings of 1 S: a new pattern
+            a, b = rng.integers(0, n, 20), rng.integers(0, n, 20)
+            a, b = a[a != b], b[a != b]
+            wires = sp.csr_matrix((np.ones(a.size), (a, b)), shape=(n, n))
+            wires = wires + wires.T
+            matrix = (base + sp.diags(np.asarray(wires.sum(axis=1)).ravel()) - wires).tocsr()
+            matrix.sort_indices()
+        rhs = matrix @ rng.normal(size=n)
+        y = solver.solve(matrix, rhs, np.zeros(n), rtol=1e-11, scale=np.inf)
+        assert np.linalg.norm(matrix @ y - rhs) <= 1e-11 * np.linalg.norm(rhs) / np.sqrt(n)
+    crawls = 12 / solver._decades > support_after
+    assert crawls == (support_after == 10)
+    assert solver._support == crawls and not solver._rescued
+    assert len(built) == (1 if crawls else 3)
 
 
 def test_a_stalled_mesh_system_is_factorised_beyond_the_fill_limit(monkeypatch):
