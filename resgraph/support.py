@@ -71,11 +71,12 @@ def support_matrix(matrix: sp.csr_matrix, strength: float) -> sp.csr_matrix:
 class SupportPreconditioner:
     """A factorised support graph of an SPD M-matrix; calling it on a vector solves with it."""
 
-    def __init__(self, matrix: sp.csr_matrix, max_fill: float) -> None:
-        """The strongest support (``STRENGTHS``) whose factor holds at most ``max_fill`` entries
-        per row, else the forest alone; raises :class:`SupportUnavailable` where the support is
-        not positive definite (``matrix`` is not, as far as rounding tells)."""
-        for strength in STRENGTHS:
+    def __init__(self, matrix: sp.csr_matrix, max_fill: float, strengths: tuple[float, ...] = STRENGTHS) -> None:
+        """The strongest support of ``strengths`` (each a share, as ``STRENGTHS``) whose factor
+        holds at most ``max_fill`` entries per row, else the forest alone (``strength`` inf);
+        raises :class:`SupportUnavailable` where the support is not positive definite
+        (``matrix`` is not, as far as rounding tells)."""
+        for strength in strengths:
             try:
                 self._factorise(support_matrix(matrix, strength), max_fill)
                 self.strength = strength
