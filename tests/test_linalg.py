@@ -262,18 +262,20 @@ def random_graph_matrix(n: int, rng: np.random.Generator, decades: float) -> sp.
 def test_a_stalled_expander_system_is_solved_with_a_support_graph(monkeypatch):
     """Where CG with the aggregation multigrid misses its target (here it gets no iterations),
     CG preconditioned by a support graph solves the expander's system, and starts the later
-    ones."""
+    ones, skipping the strengths that filled in."""
     import resgraph.linalg as linalg
     monkeypatch.setattr(linalg, "SUPPORT_AFTER", 0)
     monkeypatch.setattr(linalg, "EXPANDER_ITERATIONS", 1)      # Jacobi hands over at once
+    monkeypatch.setattr(linalg, "FILL_LIMIT", 12)    # the strongest support (16.8 a row) fills in
     rng = np.random.default_rng(11)
     base = random_graph_matrix(2000, rng, decades=12.0)
     n = base.shape[0]
     solver = SPDSolver(mesh_like=False, factorise=False)
-    built, original = [], linalg.SupportPreconditioner
+    built, tried, original = [], [], linalg.SupportPreconditioner
 
-    def counted(*args):
-        built.append(original(*args))
+    def counted(matrix, max_fill, strengths):
+        tried.append(strengths)
+        built.append(original(matrix, max_fill, strengths))
         return built[-1]
 
     monkeypatch.setattr(linalg, "SupportPreconditioner", counted)
@@ -286,6 +288,9 @@ def test_a_stalled_expander_system_is_solved_with_a_support_graph(monkeypatch):
         assert np.linalg.norm(matrix @ y - rhs) <= 1e-11 * np.linalg.norm(rhs) / np.sqrt(n)
         assert solver._support and not solver._rescued and solver._factor is None
     assert len(built) == 2
+    # The second skips the strength that filled in for the first.
+    assert built[0].strength == linalg.STRENGTHS[1]
+    assert tried == [linalg.STRENGTHS, linalg.STRENGTHS[1:]]
 
 
 def test_a_system_at_the_rounding_floor_is_settled_row_by_row(monkeypatch):
