@@ -343,7 +343,7 @@ class SPDSolver:
         budget = int(np.ceil(max(needed, 0.0))) + int(np.clip(self._setup_seconds / max(self._iteration_seconds, 1e-9), low, high))
         if self._preconditioner is not None and not rebuild:
             y, residual = cg(guess, self._preconditioner, budget)
-            if residual <= target:
+            if residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0:
                 return y
             if changed == 0 and not self._regalerkined:
                 # A rebuild would make this same preconditioner: go on with it.
@@ -363,7 +363,7 @@ class SPDSolver:
             # nodes, 24 -> 32 s; measured).
             self._regalerkin(matrix)
             y, residual = cg(guess, self._preconditioner, budget)
-            if residual <= target:
+            if residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0:
                 return y
             guess, initial = y, residual
         self._build_hierarchy(matrix)
@@ -374,7 +374,7 @@ class SPDSolver:
             # second coarsening pass, which adds those coarse points.
             self._probed = True
             y, residual = cg(guess, self._preconditioner, PROBE_ITERATIONS, fresh_from=initial)
-            if residual <= target:
+            if residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0:
                 return y
             guess, initial = y, residual
             if self._decades < SLOW_DECADES:
