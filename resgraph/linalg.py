@@ -113,12 +113,13 @@ RESCUE_MEMORY_SHARE = 1 / 8
 #: CG iterations with the aggregation hierarchy on an expander before a support graph
 #: (:mod:`resgraph.support`) takes over (fewer where its rate over the first ``PROBE_ITERATIONS``
 #: forecasts more); on a mesh, a system for which the slowest AMG-CG rate seen forecasts more
-#: goes to the support graph at once (a 1e5-node mesh over 12 decades: 11 -> 4.4 s): the support's CG takes 30-60 iterations, of about the cost of a cycle, where
-#: the hierarchy's needs hundreds (conductances over 8 decades or more) or stalls (12); with four
-#: decades the hierarchy takes 40-45 and the support's forest alone 240 (2e4-node random circuits,
-#: measured), where the final system of a polish can need more than 100 (1.2e5-node random stress
-#: circuits over 4 decades: 100 made two of them 2-2.5x slower, 200 none, and cost the 2e4-node
-#: sets over 8 and 12 decades 3-5 %).
+#: goes to the support graph at once (a 1e5-node mesh over 12 decades: 11 -> 4.4 s). The
+#: support's CG takes 30-60 iterations, of about the cost of a cycle, where the hierarchy's needs
+#: hundreds (conductances over 8 decades or more) or stalls (12); with four decades the
+#: hierarchy takes 40-45 and the support's forest alone 240 (2e4-node random circuits,
+#: measured), where the final system of a polish can need more than 100 (1.2e5-node random
+#: stress circuits over 4 decades: 100 made two of them 2-2.5x slower, 200 none, and cost the
+#: 2e4-node sets over 8 and 12 decades 3-5 %).
 SUPPORT_AFTER = 200
 #: CG with the support graph (the hierarchy's, once) is restarted from where its recurrence
 #: claimed the target while the true residual missed it, aiming at this share of the target, as
@@ -213,6 +214,13 @@ def _excess(matrix: sp.csr_matrix, rhs: np.ndarray, y: np.ndarray, target: float
     if target <= tight:
         return 0.0
     return worst_excess(matrix.indptr, matrix.indices, matrix.data, rhs, y, SETTLED_ULPS * EPS) - tight
+
+
+def _solved(matrix: sp.csr_matrix, rhs: np.ndarray, y: np.ndarray, residual: float, target: float,
+            tight: float) -> bool:
+    """Whether ``y``, whose true residual is ``residual``, solves the system: the residual
+    meets ``target`` and every row is settled (:func:`_excess`)."""
+    return residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0
 
 
 def _settle(matrix: sp.csr_matrix, product, rhs: np.ndarray, y: np.ndarray, residual: float, target: float,
@@ -343,7 +351,7 @@ class SPDSolver:
         budget = int(np.ceil(max(needed, 0.0))) + int(np.clip(self._setup_seconds / max(self._iteration_seconds, 1e-9), low, high))
         if self._preconditioner is not None and not rebuild:
             y, residual = cg(guess, self._preconditioner, budget)
-            if residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0:
+            if _solved(matrix, rhs, y, residual, target, tight):
                 return y
             if changed == 0 and not self._regalerkined:
                 # A rebuild would make this same preconditioner: go on with it.
@@ -363,7 +371,7 @@ class SPDSolver:
             # nodes, 24 -> 32 s; measured).
             self._regalerkin(matrix)
             y, residual = cg(guess, self._preconditioner, budget)
-            if residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0:
+            if _solved(matrix, rhs, y, residual, target, tight):
                 return y
             guess, initial = y, residual
         self._build_hierarchy(matrix)
@@ -374,7 +382,7 @@ class SPDSolver:
             # second coarsening pass, which adds those coarse points.
             self._probed = True
             y, residual = cg(guess, self._preconditioner, PROBE_ITERATIONS, fresh_from=initial)
-            if residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0:
+            if _solved(matrix, rhs, y, residual, target, tight):
                 return y
             guess, initial = y, residual
             if self._decades < SLOW_DECADES:
@@ -391,7 +399,7 @@ class SPDSolver:
         decades), CG from ``y`` preconditioned by a support graph (:mod:`resgraph.support`),
         which then starts the polish's later systems too; where that stalls as well, the answer
         of a factorisation that fits :func:`rescue_bytes`, which then solves the later systems."""
-        if residual <= target and _excess(matrix, rhs, y, target, tight) <= 0.0:
+        if _solved(matrix, rhs, y, residual, target, tight):
             return y
         if not self._support_failed:
             try:
