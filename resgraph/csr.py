@@ -207,15 +207,20 @@ def clamp_rows(indptr, indices, data, unknown):
 @nb.njit(cache=True)
 def row_products(indptr, indices, data, rows, x):
     """``(A x)[rows]`` of a CSR matrix ``A``, each row summed in its stored order (as SciPy's
-    product), without the other rows."""
+    product), without the other rows, and beside it ``(|A| |x|)[rows]``: the magnitudes of each
+    row's terms, which its rounding scales with."""
     out = np.empty(rows.size)
+    magnitude = np.empty(rows.size)
     for k in range(rows.size):
         i = rows[k]
-        total = 0.0
+        total = terms = 0.0
         for t in range(indptr[i], indptr[i + 1]):
-            total += data[t] * x[indices[t]]
+            term = data[t] * x[indices[t]]
+            total += term
+            terms += abs(term)
         out[k] = total
-    return out
+        magnitude[k] = terms
+    return out, magnitude
 
 
 @nb.njit(parallel=True, cache=True)

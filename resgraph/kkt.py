@@ -44,13 +44,17 @@ class KKTReport:
     plus conductance times |potential| for the variable and each neighbour), which at large
     potentials or conductances spanning many decades exceeds any tolerance relative to the
     branch currents. ``ROUNDING_ULPS`` such units are allowed per variable; ``scaled`` counts
-    the rest.
+    the rest. A diode current balancing KCL carries the excess of the variables behind it (see
+    :func:`diode_currents`), rounding included: its own allowance (``dual``: how negative it may
+    be) and that of the variables it joins count the terms of all those variables. (Where
+    conducting diodes join free variables into a cluster with no fixed potential, the cluster's
+    whole imbalance lands on one of them.)
     """
 
     kcl: float               # amperes: worst Kirchhoff current-law violation at a free node
     kcl_excess: float        # amperes: the worst violation beyond its rounding allowance
     feasibility: float       # volts: worst reverse-bias violation of a diode
-    dual: float              # amperes: most negative diode current
+    dual: float              # amperes: most negative diode current, beyond its rounding allowance
     complementarity: float   # worst min(current, voltage) over diodes, in their own units
     current_scale: float
     voltage_scale: float
@@ -69,7 +73,7 @@ def constraint_slack(c: CompiledNetwork, x: np.ndarray) -> np.ndarray:
 
 
 def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray,
-                   touched_forest: tuple | None = None) -> np.ndarray:
+                   touched_forest: tuple | None = None, rounding: bool = False):
     """Diode currents that balance KCL, carried by the ``active`` (conducting) diodes only.
 
     The active diodes are spanned by a forest rooted at the fixed potentials; each tree's
@@ -77,20 +81,16 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray,
     not unique: the current around each loop is chosen (a small LP over the cycle space) to make
     the total negative current as small as possible, so a valid split is found whenever one
     exists. Inactive diodes carry zero. ``touched_forest``: :func:`forest_of_touched`'s result
-    for the active diodes, where the caller has it (the polish's solve).
+    for the active diodes, where the caller has it (the polish's solve). With ``rounding``,
+    returns ``(currents, rounding)``, the second per diode as :func:`current_rounding`.
     """
-    n = c.num_free
-    use = active & c.diode_is_constraint
-    idx = np.flatnonzero(use)
     lam = np.zeros(c.diode_offset.size)
+    idx = np.flatnonzero(active & c.diode_is_constraint)
     if idx.size == 0:
-        return lam
-    # Only the variables the active diodes touch take part, and the fixed potentials (``n``).
-    if touched_forest is None:
-        touched_forest = forest_of_touched(c.diode_anode_var[idx], c.diode_cathode_var[idx], n)
-    nodes, tail, head, forest = touched_forest
-    q, variables = c.q_matrix, nodes[:-1]
-    excess = np.append(c.sweep.source[variables] - row_products(q.indptr, q.indices, q.data, variables, x), 0.0)
+        return (lam, np.zeros_like(lam)) if rounding else lam
+    nodes, tail, head, forest = touched_forest = _touched(c, idx, touched_forest)
+    products, magnitude = _row_terms(c, nodes, x)
+    excess = np.append(c.sweep.source[nodes[:-1]] - products, 0.0)
     flow, _ = tree_flows(forest, tail, head, excess, idx.size)
     in_tree = np.zeros(idx.size, bool)
     in_tree[forest.parent_edge[forest.parent_edge >= 0]] = True
@@ -98,7 +98,48 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray,
     if loops.size and np.any(flow < 0):
         flow = _balance_loops(forest, tail, head, flow, loops)
     lam[idx] = flow
-    return lam
+    if not rounding:
+        return lam
+    return lam, _carried_rounding(c, idx, touched_forest, magnitude)
+
+
+def current_rounding(c: CompiledNetwork, x: np.ndarray, carrying: np.ndarray) -> np.ndarray:
+    """Per diode (amperes), how far rounding reaches into the current of each ``carrying``
+    diode, as computed by :func:`diode_currents` for that set: ``ROUNDING_ALLOWANCE`` times the
+    magnitudes of the KCL terms (see :class:`KKTReport`) of every variable whose excess it
+    carries, those of its subtree in the forest of the carrying diodes; zero for the others (and
+    for those closing loops)."""
+    idx = np.flatnonzero(carrying & c.diode_is_constraint)
+    if idx.size == 0:
+        return np.zeros(c.diode_offset.size)
+    touched_forest = _touched(c, idx, None)
+    return _carried_rounding(c, idx, touched_forest, _row_terms(c, touched_forest[0], x)[1])
+
+
+def _touched(c: CompiledNetwork, idx: np.ndarray, touched_forest: tuple | None) -> tuple:
+    """The forest of the diodes ``idx`` over only the variables they touch and the fixed
+    potentials (``num_free``, last), unless the caller has it."""
+    if touched_forest is None:
+        touched_forest = forest_of_touched(c.diode_anode_var[idx], c.diode_cathode_var[idx], c.num_free)
+    return touched_forest
+
+
+def _row_terms(c: CompiledNetwork, nodes: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Q x)`` and the magnitudes of the KCL terms (injected current included) in the rows of
+    the touched variables ``nodes[:-1]`` (the last is the fixed potentials)."""
+    q, variables = c.q_matrix, nodes[:-1]
+    products, magnitude = row_products(q.indptr, q.indices, q.data, variables, x)
+    return products, magnitude + np.abs(c.sweep.source[variables])
+
+
+def _carried_rounding(c, idx, touched_forest, magnitude):
+    """:func:`current_rounding` of the diodes ``idx`` from their forest and the magnitudes of
+    the touched variables' terms: each tree edge carries those of its subtree."""
+    nodes, tail, head, forest = touched_forest
+    carried, _ = tree_flows(forest, tail, head, np.append(magnitude, 0.0), idx.size)
+    rounding = np.zeros(c.diode_offset.size)
+    rounding[idx] = ROUNDING_ALLOWANCE * np.abs(carried)
+    return rounding
 
 
 def _tree_path(forest, tail, head, start: int, stop: int) -> list[tuple[int, float]]:
@@ -171,19 +212,21 @@ def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     x, lam = np.asarray(x, np.float64), np.asarray(lam, np.float64)
     return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, x, c.diode_anode_var,
                                     c.diode_cathode_var, c.diode_offset, c.diode_is_constraint, lam,
-                                    c.node_var, c.node_offset, current_scale(c, x, lam)))
+                                    current_rounding(c, x, lam != 0), c.node_var, c.node_offset,
+                                    current_scale(c, x, lam)))
 
 
 @nb.njit(parallel=True, cache=True)
 def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offset, is_constraint, lam,
-                  node_var, node_offset, current_scale):
+                  rounding, node_var, node_offset, current_scale):
     """:class:`KKTReport`'s fields in one pass over the diodes, one over the rows of ``Q`` and one
     over the nodes (NumPy's two dozen passes took 0.33 ms of a 1e4-node solve). ``x`` holds the
     free variables (the index ``x.size`` stands for a fixed potential), ``lam`` the diode
-    currents; ``source``: the current injected into each free variable; ``current_scale``: see
-    :func:`current_scale`."""
+    currents and ``rounding`` their allowances (:func:`current_rounding`); ``source``: the
+    current injected into each free variable; ``current_scale``: see :func:`current_scale`."""
     n = x.size
     leaving = np.zeros(n + 1)         # diode current leaving each variable (A)
+    carried = np.zeros(n + 1)         # the rounding allowances those currents carry in (A)
     slack = np.zeros(lam.size)        # volts, as constraint_slack
     feasibility = dual = complementarity = 0.0
     for d in range(lam.size):
@@ -192,9 +235,11 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
         a, k = anode_var[d], cathode_var[d]
         leaving[a] += lam[d]
         leaving[k] -= lam[d]
+        carried[a] += rounding[d]
+        carried[k] += rounding[d]
         slack[d] = offset[d] - ((x[a] if a < n else 0.0) - (x[k] if k < n else 0.0))
         feasibility = max(feasibility, -slack[d])
-        dual = max(dual, -lam[d])
+        dual = max(dual, -lam[d] - rounding[d])
         complementarity = max(complementarity, min(max(lam[d], 0.0), max(slack[d], 0.0)))
     kcl = excess = 0.0
     for i in nb.prange(n):
@@ -205,7 +250,7 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
             imbalance += term
             magnitude += abs(term)
         kcl = max(kcl, abs(imbalance))
-        excess = max(excess, abs(imbalance) - ROUNDING_ALLOWANCE * magnitude)
+        excess = max(excess, abs(imbalance) - ROUNDING_ALLOWANCE * magnitude - carried[i])
     voltage_scale = 1.0
     for node in nb.prange(node_var.size):
         var = node_var[node]

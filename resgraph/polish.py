@@ -148,7 +148,7 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
             seen.add(np.packbits(np.r_[active, prefer]).tobytes())
         rtol = (ROUGH_RTOL if rough else LOOSE_RTOL) if loose else TIGHT_RTOL
         x, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
-        lam = diode_currents(c, x, active, touched_forest)
+        lam, rounding = diode_currents(c, x, active, touched_forest, rounding=True)
         slack = constraint_slack(c, x)
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
         iscale = max(1.0, float(np.max(np.abs(lam), initial=0.0)))
@@ -159,7 +159,8 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
         # would carry more than it allows in amperes (a small-conductance diode can do the first
         # without the second, and then no later state would pass the certificate).
         violated = slack < -tol * vscale
-        update = con & np.where(active, (lam >= -tol * iscale) & (slack <= tol * vscale),
+        # A current negative by no more than its rounding (see kkt.KKTReport) does not count.
+        update = con & np.where(active, (lam >= -tol * iscale - rounding) & (slack <= tol * vscale),
                                 violated | (-conductance * slack > tol * iscale))
         prefer |= active & violated
         if loose:
@@ -177,7 +178,7 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
             active = update
             continue
         ok_primal = not np.any(violated & con)
-        ok_dual = np.all(lam[active] >= -tol * iscale)
+        ok_dual = np.all(lam[active] >= -tol * iscale - rounding[active])
         ok_tight = np.all(slack[active] <= tol * vscale)
         if ok_primal and ok_dual and ok_tight:
             return PolishResult(x, np.where(active, lam, 0.0), iteration, True)

@@ -16,12 +16,14 @@ class Solution:
     """Steady state of a :class:`~resgraph.Network` (SI units; element arrays in insertion order).
 
     ``potentials`` (V, ground 0); ``resistor_currents`` (A, a -> b); ``diode_currents``
-    (A, anode -> cathode, >= 0); ``voltage_source_currents`` (A, leaving the plus terminal into
-    the circuit).
+    (A, anode -> cathode, >= 0 up to the rounding of the KCL terms a diode's current carries:
+    over conductances spanning 16 decades, a diode at zero voltage can show -1e-6 A computed
+    from terms of 1e8 A); ``voltage_source_currents`` (A, leaving the plus terminal into the
+    circuit).
     ``kkt_residual`` is the largest absolute violation of KCL (A), feasibility (V), diode-current
     sign (A) or complementarity; ``kkt`` has each part and their scales; ``converged`` is true
-    when every part is below ``tol`` times its scale (scales are >= 1; the KCL part after its
-    rounding allowance, see :class:`resgraph.kkt.KKTReport`).
+    when every part is below ``tol`` times its scale (scales are >= 1; the KCL and sign parts
+    after their rounding allowance, see :class:`resgraph.kkt.KKTReport`).
     """
 
     potentials: np.ndarray

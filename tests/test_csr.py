@@ -142,9 +142,10 @@ def test_row_products_match_scipy():
     matrix = symmetric_graph(200, rng)
     x = rng.normal(size=200)
     rows = np.array([0, 3, 3, 199, 57])                   # (a long row, a repeat, an empty one)
-    np.testing.assert_allclose(row_products(matrix.indptr, matrix.indices, matrix.data, rows, x),
-                               (matrix @ x)[rows], rtol=1e-13, atol=1e-13)
-    assert row_products(matrix.indptr, matrix.indices, matrix.data, np.zeros(0, np.int64), x).size == 0
+    products, magnitudes = row_products(matrix.indptr, matrix.indices, matrix.data, rows, x)
+    np.testing.assert_allclose(products, (matrix @ x)[rows], rtol=1e-13, atol=1e-13)
+    np.testing.assert_allclose(magnitudes, (abs(matrix) @ np.abs(x))[rows], rtol=1e-13, atol=1e-13)
+    assert row_products(matrix.indptr, matrix.indices, matrix.data, np.zeros(0, np.int64), x)[0].size == 0
 
 
 def test_cluster_drive_sums_source_minus_product_over_clusters():
