@@ -46,9 +46,10 @@ class KKTReport:
     branch currents. ``ROUNDING_ULPS`` such units are allowed per variable; ``scaled`` counts
     the rest. A diode current balancing KCL carries the excess of the variables behind it (see
     :func:`diode_currents`), rounding included: its own allowance (``dual``: how negative it may
-    be) and that of the variables it joins count the terms of all those variables. (Where
-    conducting diodes join free variables into a cluster with no fixed potential, the cluster's
-    whole imbalance lands on one of them.)
+    be) and that of the variables it joins count the terms of all those variables (its subtree
+    in a forest of the diodes that carry current or are at zero voltage, :func:`carrying`).
+    (Where such diodes join free variables into a cluster with no fixed potential, the
+    cluster's whole imbalance lands on one of them.)
     """
 
     kcl: float               # amperes: worst Kirchhoff current-law violation at a free node
@@ -212,8 +213,18 @@ def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     x, lam = np.asarray(x, np.float64), np.asarray(lam, np.float64)
     return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, x, c.diode_anode_var,
                                     c.diode_cathode_var, c.diode_offset, c.diode_is_constraint, lam,
-                                    current_rounding(c, x, lam != 0), c.node_var, c.node_offset,
+                                    current_rounding(c, x, carrying(c, x, lam)), c.node_var, c.node_offset,
                                     current_scale(c, x, lam)))
+
+
+def carrying(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> np.ndarray:
+    """The diodes that carry current or may: those with a current (``lam``, amperes) other than
+    zero, and those at zero voltage to the rounding of their potentials (a current computed as
+    exactly zero there can be rounding's too)."""
+    xf = np.append(x, 0.0)
+    a, k = xf[c.diode_anode_var], xf[c.diode_cathode_var]
+    at_zero = constraint_slack(c, x) <= ROUNDING_ALLOWANCE * (np.abs(a) + np.abs(k) + np.abs(c.diode_offset))
+    return c.diode_is_constraint & ((lam != 0) | at_zero)
 
 
 @nb.njit(parallel=True, cache=True)

@@ -66,8 +66,9 @@ def check_kirchhoff(net: rg.Network, sol: rg.Solution, rtol: float = 1e-8) -> No
     # of the largest current, or to rounding where that reaches further. Conductances over many
     # decades make a node's terms huge (1e8 S at 1 kV: 1e11 A per volt; half an ulp of the
     # potentials alone leaves amperes, and no float64 potentials balance the node better); and
-    # nodes joined by diodes carrying current or by voltage sources move together, the currents
-    # between them carrying their rounding along: there all the cluster's terms count.
+    # nodes joined by voltage sources or by diodes carrying current (or at zero voltage, where a
+    # current computed as zero may be rounding's) move together, the currents between them
+    # carrying their rounding along: there all the cluster's terms count.
     out = np.zeros(net.num_nodes)
     terms = np.zeros(net.num_nodes)
     reach = g * (np.abs(v[ra]) + np.abs(v[rb]))
@@ -76,7 +77,8 @@ def check_kirchhoff(net: rg.Network, sol: rg.Solution, rtol: float = 1e-8) -> No
         magnitude = np.abs(current) if magnitude is None else magnitude
         np.add.at(out, a, current); np.subtract.at(out, b, current)
         np.add.at(terms, a, magnitude); np.add.at(terms, b, magnitude)
-    joined = np.r_[np.flatnonzero(sol.diode_currents != 0), np.arange(pa.size) + da.size]
+    at_zero = v[da] - v[dc] >= -KCL_ROUNDING_ULPS * np.finfo(np.float64).eps * (np.abs(v[da]) + np.abs(v[dc]))
+    joined = np.r_[np.flatnonzero((sol.diode_currents != 0) | at_zero), np.arange(pa.size) + da.size]
     links = sp.coo_matrix((np.ones(joined.size), (np.r_[da, pa][joined], np.r_[dc, pm][joined])),
                           shape=(net.num_nodes, net.num_nodes))
     _, cluster = connected_components(links, directed=False)
