@@ -14,6 +14,7 @@ from resgraph.kkt import EPS, ROUNDING_ULPS, constraint_slack, kkt_report
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
 
 import stress  # noqa: E402
+from networks import benchmark_network  # noqa: E402
 
 
 def _carried_rounding(c, x, lam, magnitude):
@@ -188,12 +189,6 @@ def test_a_cg_solved_circuit_floating_far_from_ground_converges(volts):
     again from its answer (1 A); at 1e6 V rounding's floor then sets the target, and CG goes on
     until every row is settled. Converged and balanced to 1e-8 A at every node (before: KKT
     4.4e-8 and 4.4e-7, unconverged)."""
-    import os
-    import sys
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
-    from networks import benchmark_network
-
     net = _lifted(benchmark_network("random", 5000, "off"), volts)
     sol = rg.solve(net, tol=1e-9)
     assert sol.polish_iterations == 1 and not np.any(sol.diode_on)
