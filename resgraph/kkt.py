@@ -73,8 +73,8 @@ def constraint_slack(c: CompiledNetwork, x: np.ndarray) -> np.ndarray:
     return c.diode_offset - (xf[c.diode_anode_var] - xf[c.diode_cathode_var])
 
 
-def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray,
-                   touched_forest: tuple | None = None, rounding: bool = False):
+def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, touched_forest: tuple | None = None,
+                   rounding: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Diode currents that balance KCL, carried by the ``active`` (conducting) diodes only.
 
     The active diodes are spanned by a forest rooted at the fixed potentials; each tree's

@@ -20,6 +20,7 @@ when the KKT conditions hold after a tight solve, so the answer is the true opti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
@@ -122,9 +123,11 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
 
 
 def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
-           max_iterations: int = 50) -> PolishResult:
+           max_iterations: int = 50, on_step: Callable[[int, int, bool], None] | None = None) -> PolishResult:
     """Run the active-set iteration from ``x``; diodes within ``active_tol`` volts of conducting
-    start active. ``tol`` is the relative KKT tolerance deciding when the active set is right."""
+    start active. ``tol`` is the relative KKT tolerance deciding when the active set is right.
+    ``on_step(iteration, switched, exact)`` is called after each step (diodes switched; whether
+    its system was solved exactly)."""
     con = c.diode_is_constraint
     slack = constraint_slack(c, x)
     active = con & (slack <= active_tol)
@@ -163,9 +166,11 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
         update = con & np.where(active, (lam >= -tol * iscale - rounding) & (slack <= tol * vscale),
                                 violated | (-conductance * slack > tol * iscale))
         prefer |= active & violated
+        changes = int(np.count_nonzero(update != active))
+        if on_step is not None:
+            on_step(iteration, changes, not loose)
         if loose:
             # Inexact steps steer the active set; once it stops changing, solve it exactly.
-            changes = int(np.count_nonzero(update != active))
             if rough:
                 # Rough solves until the changes are few or stop shrinking: near the end they
                 # would flip diodes close to their threshold back and forth.

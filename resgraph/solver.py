@@ -32,6 +32,7 @@ from .errors import NetworkError, ResgraphError
 from .kkt import constraint_slack, current_scale, diode_currents, kkt_report
 from .network import Network
 from .polish import polish as active_set_polish
+from .progress import SolveProgress
 from .solution import Solution, build_solution
 
 #: Over-relaxation factor of the coordinate-descent sweeps on mesh-like and on expander-like
@@ -106,7 +107,8 @@ def _start(c: CompiledNetwork, warm_start) -> np.ndarray:
 def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1e-9, *,
           warm_start: Solution | np.ndarray | None = None, omega: float | None = None,
           max_sweeps: int = 100_000, check_every: int = 10, polish: bool = True,
-          dtype=np.float64, colouring: np.ndarray | None = None, coarse: bool = True) -> Solution:
+          dtype=np.float64, colouring: np.ndarray | None = None, coarse: bool = True,
+          progress: bool = False) -> Solution:
     """Steady state of ``net``.
 
     Parameters
@@ -123,6 +125,8 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
     coarse : before every ``check_every`` sweeps, shift the unclamped potentials by their optimal
         common amount (:mod:`resgraph.coarse`; networks of ``COARSE_MIN`` free variables or
         more); False runs plain coordinate descent.
+    progress : show a progress bar on stderr (tqdm): sweeps, residual, diodes at their limit,
+        then the polish's steps (for long solves: a 1e6-node circuit can take a minute).
     """
     if omega is not None and not 0 < omega < 2:
         raise ResgraphError(f"omega must be in (0, 2) for coordinate descent to converge, got {omega}")
@@ -131,18 +135,23 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
     # BLAS threads only spin against numba's pool here: the solve's vector work is memory-bound.
     # (Measured on a 1e5-node lattice: 41 s with OpenBLAS threads, 4.6 s without.)
     with _blas_threads().limit(limits=1, user_api="blas"):
-        return _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish, dtype,
-                      colouring, coarse)
+        t0 = time.perf_counter()
+        c = net.compile(colouring) if isinstance(net, Network) else net
+        timings = {"compile": time.perf_counter() - t0}
+        if backend == "osqp":
+            return _solve_osqp(c, tol, timings)
+        bar = SolveProgress(progress, c.num_free)
+        try:
+            sol = _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, dtype, coarse,
+                         timings, bar)
+            bar.finished(sol.converged, sol.kkt.scaled)
+            return sol
+        finally:
+            bar.close()
 
 
-def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish, dtype, colouring,
-           coarse) -> Solution:
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    c = net.compile(colouring) if isinstance(net, Network) else net
-    timings["compile"] = time.perf_counter() - t0
-    if backend == "osqp":
-        return _solve_osqp(c, tol, timings)
+def _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, dtype, coarse, timings,
+           bar) -> Solution:
     be = get_backend(backend)
     x = _start(c, warm_start)
     omega = DEFAULT_OMEGA[c.mesh_like] if omega is None else omega
@@ -157,7 +166,7 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
             # No diode at its limit: solve the linear network outright, which is the answer
             # whenever no diode ends up conducting; otherwise coordinate descent takes over.
             t0 = time.perf_counter()
-            first = active_set_polish(c, x, tol, active_tol)
+            first = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step)
             timings["polish"] = time.perf_counter() - t0
             polishes = first.iterations
             if first.converged:
@@ -202,6 +211,7 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
             # settled enough.
             settled = changes <= (NEARLY_SETTLED * np.count_nonzero(active) if factorised else 0)
         previous_active = active
+        bar.checked(chunk, residual, int(np.count_nonzero(active)))
         if near or not polish:
             lam = diode_currents(c, x, active)
             report = kkt_report(c, x, lam)
@@ -214,7 +224,7 @@ def _solve(net, backend, tol, warm_start, omega, max_sweeps, check_every, polish
         if polish and (chunk == 0 or (((settled and not converging) or sweeps >= polish_after * check_every)
                                       and sweeps >= next_polish)):
             t1 = time.perf_counter()
-            result = active_set_polish(c, x, tol, active_tol)
+            result = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step)
             timings["polish"] = timings.get("polish", 0.0) + time.perf_counter() - t1
             polishes += result.iterations
             if result.converged or chunk == 0:
