@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from .compiled import CompiledNetwork
 from .csr import row_products
@@ -45,11 +47,10 @@ class KKTReport:
     potentials or conductances spanning many decades exceeds any tolerance relative to the
     branch currents. ``ROUNDING_ULPS`` such units are allowed per variable; ``scaled`` counts
     the rest. A diode current balancing KCL carries the excess of the variables behind it (see
-    :func:`diode_currents`), rounding included: its own allowance (``dual``: how negative it may
-    be) and that of the variables it joins count the terms of all those variables (its subtree
-    in a forest of the diodes that carry current or are at zero voltage, :func:`carrying`).
-    (Where such diodes join free variables into a cluster with no fixed potential, the
-    cluster's whole imbalance lands on one of them.)
+    :func:`diode_currents`), rounding included: in a cluster of free variables joined by diodes
+    that carry current or are at zero voltage (:func:`carrying`), every variable and every such
+    diode's sign are allowed ``ROUNDING_ULPS`` units of the terms of the whole cluster (where the
+    cluster has no fixed potential, its whole imbalance lands on one of its variables).
     """
 
     kcl: float               # amperes: worst Kirchhoff current-law violation at a free node
@@ -83,7 +84,7 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, touche
     the total negative current as small as possible, so a valid split is found whenever one
     exists. Inactive diodes carry zero. ``touched_forest``: :func:`forest_of_touched`'s result
     for the active diodes, where the caller has it (the polish's solve). With ``rounding``,
-    returns ``(currents, rounding)``, the second per diode as :func:`current_rounding`.
+    returns ``(currents, rounding)``, the second per diode as :func:`current_rounding` gives it.
     """
     lam = np.zeros(c.diode_offset.size)
     idx = np.flatnonzero(active & c.diode_is_constraint)
@@ -101,20 +102,19 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, touche
     lam[idx] = flow
     if not rounding:
         return lam
-    return lam, _carried_rounding(c, idx, touched_forest, magnitude)
+    return lam, _cluster_rounding(c, idx, touched_forest, magnitude)[0]
 
 
-def current_rounding(c: CompiledNetwork, x: np.ndarray, carrying: np.ndarray) -> np.ndarray:
-    """Per diode (amperes), how far rounding reaches into the current of each ``carrying``
-    diode, as computed by :func:`diode_currents` for that set: ``ROUNDING_ALLOWANCE`` times the
-    magnitudes of the KCL terms (see :class:`KKTReport`) of every variable whose excess it
-    carries, those of its subtree in the forest of the carrying diodes; zero for the others (and
-    for those closing loops)."""
+def current_rounding(c: CompiledNetwork, x: np.ndarray, carrying: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far rounding reaches into the currents of the ``carrying`` diodes (see
+    :class:`KKTReport`): ``(per diode, per free variable)``, amperes, ``ROUNDING_ALLOWANCE`` times
+    the magnitudes of the KCL terms of the cluster of free variables the carrying diodes join
+    (zero for other diodes and for variables in no cluster)."""
     idx = np.flatnonzero(carrying & c.diode_is_constraint)
     if idx.size == 0:
-        return np.zeros(c.diode_offset.size)
+        return np.zeros(c.diode_offset.size), np.zeros(c.num_free)
     touched_forest = _touched(c, idx, None)
-    return _carried_rounding(c, idx, touched_forest, _row_terms(c, touched_forest[0], x)[1])
+    return _cluster_rounding(c, idx, touched_forest, _row_terms(c, touched_forest[0], x)[1])
 
 
 def _touched(c: CompiledNetwork, idx: np.ndarray, touched_forest: tuple | None) -> tuple:
@@ -133,14 +133,22 @@ def _row_terms(c: CompiledNetwork, nodes: np.ndarray, x: np.ndarray) -> tuple[np
     return products, magnitude + np.abs(c.sweep.source[variables])
 
 
-def _carried_rounding(c, idx, touched_forest, magnitude):
-    """:func:`current_rounding` of the diodes ``idx`` from their forest and the magnitudes of
-    the touched variables' terms: each tree edge carries those of its subtree."""
-    nodes, tail, head, forest = touched_forest
-    carried, _ = tree_flows(forest, tail, head, np.append(magnitude, 0.0), idx.size)
-    rounding = np.zeros(c.diode_offset.size)
-    rounding[idx] = ROUNDING_ALLOWANCE * np.abs(carried)
-    return rounding
+def _cluster_rounding(c, idx, touched_forest, magnitude):
+    """:func:`current_rounding` of the diodes ``idx`` from the variables they touch (numbered
+    as in ``touched_forest``, the fixed potentials last) and those variables' terms: clusters
+    are the components of the diodes between free variables (any current between a cluster and
+    the fixed potentials passes through its variables only)."""
+    nodes, tail, head, _ = touched_forest
+    fixed = nodes.size - 1
+    inner = (tail != fixed) & (head != fixed)
+    links = sp.coo_matrix((np.ones(np.count_nonzero(inner)), (tail[inner], head[inner])), shape=(nodes.size,) * 2)
+    cluster = connected_components(links, directed=False)[1]
+    reach = ROUNDING_ALLOWANCE * np.bincount(cluster, np.append(magnitude, 0.0))[cluster]
+    per_diode = np.zeros(c.diode_offset.size)
+    per_diode[idx] = reach[np.where(tail != fixed, tail, head)]
+    per_variable = np.zeros(c.num_free)
+    per_variable[nodes[:-1]] = reach[:-1]
+    return per_diode, per_variable
 
 
 def _tree_path(forest, tail, head, start: int, stop: int) -> list[tuple[int, float]]:
@@ -161,7 +169,6 @@ def _tree_path(forest, tail, head, start: int, stop: int) -> list[tuple[int, flo
 
 def _balance_loops(forest, tail, head, flow, loops):
     """Add circulation around loops of active diodes to minimise the total negative current."""
-    import scipy.sparse as sp
     from scipy.optimize import linprog
 
     rows, cols, vals = [], [], []
@@ -213,7 +220,7 @@ def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     x, lam = np.asarray(x, np.float64), np.asarray(lam, np.float64)
     return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, x, c.diode_anode_var,
                                     c.diode_cathode_var, c.diode_offset, c.diode_is_constraint, lam,
-                                    current_rounding(c, x, carrying(c, x, lam)), c.node_var, c.node_offset,
+                                    *current_rounding(c, x, carrying(c, x, lam)), c.node_var, c.node_offset,
                                     current_scale(c, x, lam)))
 
 
@@ -229,15 +236,14 @@ def carrying(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 @nb.njit(parallel=True, cache=True)
 def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offset, is_constraint, lam,
-                  rounding, node_var, node_offset, current_scale):
+                  rounding, reach, node_var, node_offset, current_scale):
     """:class:`KKTReport`'s fields in one pass over the diodes, one over the rows of ``Q`` and one
     over the nodes (NumPy's two dozen passes took 0.33 ms of a 1e4-node solve). ``x`` holds the
     free variables (the index ``x.size`` stands for a fixed potential), ``lam`` the diode
-    currents and ``rounding`` their allowances (:func:`current_rounding`); ``source``: the
+    currents; ``rounding`` and ``reach``: the allowances of :func:`current_rounding`; ``source``: the
     current injected into each free variable; ``current_scale``: see :func:`current_scale`."""
     n = x.size
     leaving = np.zeros(n + 1)         # diode current leaving each variable (A)
-    carried = np.zeros(n + 1)         # the rounding allowances those currents carry in (A)
     slack = np.zeros(lam.size)        # volts, as constraint_slack
     feasibility = dual = complementarity = 0.0
     for d in range(lam.size):
@@ -246,8 +252,6 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
         a, k = anode_var[d], cathode_var[d]
         leaving[a] += lam[d]
         leaving[k] -= lam[d]
-        carried[a] += rounding[d]
-        carried[k] += rounding[d]
         slack[d] = offset[d] - ((x[a] if a < n else 0.0) - (x[k] if k < n else 0.0))
         feasibility = max(feasibility, -slack[d])
         dual = max(dual, -lam[d] - rounding[d])
@@ -261,7 +265,7 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
             imbalance += term
             magnitude += abs(term)
         kcl = max(kcl, abs(imbalance))
-        excess = max(excess, abs(imbalance) - ROUNDING_ALLOWANCE * magnitude - carried[i])
+        excess = max(excess, abs(imbalance) - max(ROUNDING_ALLOWANCE * magnitude, reach[i]))
     voltage_scale = 1.0
     for node in nb.prange(node_var.size):
         var = node_var[node]

@@ -8,8 +8,7 @@ import pytest
 
 import resgraph as rg
 from circuits import check_kirchhoff, random_network
-from resgraph.forest import forest_of_touched
-from resgraph.kkt import EPS, ROUNDING_ULPS, constraint_slack, kkt_report
+from resgraph.kkt import EPS, ROUNDING_ULPS, carrying, constraint_slack, current_rounding, kkt_report
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
 
@@ -17,25 +16,28 @@ import stress  # noqa: E402
 from networks import benchmark_network  # noqa: E402
 
 
-def _carried_rounding(c, x, lam, magnitude):
-    """Per diode, the rounding allowance of the magnitudes of the variables behind it: those of
-    its subtree in the forest of the diodes carrying current or at zero voltage (written out
-    node by node)."""
+def _cluster_rounding(c, x, lam, magnitude):
+    """Per diode and per variable, the rounding allowance of the cluster of free variables joined
+    by diodes carrying current or at zero voltage: all the cluster's terms (union-find)."""
+    n = c.num_free
     xf = np.append(x, 0.0)
-    a, k, w = xf[c.diode_anode_var], xf[c.diode_cathode_var], c.diode_offset
-    at_zero = w - (a - k) <= ROUNDING_ULPS * EPS * (np.abs(a) + np.abs(k) + np.abs(w))
-    idx = np.flatnonzero(c.diode_is_constraint & ((lam != 0) | at_zero))
-    rounding = np.zeros(lam.size)
-    if idx.size == 0:
-        return rounding
-    nodes, tail, head, forest = forest_of_touched(c.diode_anode_var[idx], c.diode_cathode_var[idx], c.num_free)
-    subtree = np.append(magnitude, 0.0)[nodes]
-    for k in forest.order[::-1]:            # leaves first: each node's subtree is complete
-        e = forest.parent_edge[k]
-        if e >= 0:
-            rounding[idx[e]] = ROUNDING_ULPS * EPS * subtree[k]
-            subtree[head[e] if tail[e] == k else tail[e]] += subtree[k]
-    return rounding
+    a, k, w = c.diode_anode_var, c.diode_cathode_var, c.diode_offset
+    at_zero = w - (xf[a] - xf[k]) <= ROUNDING_ULPS * EPS * (np.abs(xf[a]) + np.abs(xf[k]) + np.abs(w))
+    carrying = c.diode_is_constraint & ((lam != 0) | at_zero)
+    group = list(range(n))
+
+    def find(i):
+        while group[i] != i:
+            i = group[i]
+        return i
+    for d in np.flatnonzero(carrying & (a < n) & (k < n)):
+        group[find(a[d])] = find(k[d])
+    roots = np.array([find(i) for i in range(n)], np.int64)
+    in_cluster = np.zeros(n, bool)
+    in_cluster[a[carrying & (a < n)]] = in_cluster[k[carrying & (k < n)]] = True
+    reach = np.where(in_cluster, ROUNDING_ULPS * EPS * np.bincount(roots, magnitude, n)[roots], 0.0)
+    per_diode = np.where(carrying, reach[np.where(a < n, a, np.minimum(k, n - 1))], 0.0)
+    return per_diode, reach
 
 
 def _reference(c, x, lam):
@@ -43,9 +45,7 @@ def _reference(c, x, lam):
     con = c.diode_is_constraint
     n = c.num_free
     magnitude = np.abs(c.sweep.source) + abs(c.q_matrix) @ np.abs(x)
-    rounding = _carried_rounding(c, x, lam, magnitude)
-    carried = (np.bincount(c.diode_anode_var[con], rounding[con], n + 1)
-               + np.bincount(c.diode_cathode_var[con], rounding[con], n + 1))[:n]
+    rounding, reach = _cluster_rounding(c, x, lam, magnitude)
     balance = (np.append(c.q_matrix @ x - c.sweep.source, 0.0)
                + np.bincount(c.diode_anode_var[con], lam[con], n + 1)
                - np.bincount(c.diode_cathode_var[con], lam[con], n + 1))
@@ -57,7 +57,7 @@ def _reference(c, x, lam):
                         float(np.max(np.abs(c.current_sources[2]), initial=0.0)), float(np.max(np.abs(lam), initial=0.0)))
     voltage_scale = max(1.0, float(np.max(np.abs(v), initial=0.0)))
     kcl = float(np.max(np.abs(balance[:n]), initial=0.0))
-    excess = float(np.max(np.abs(balance[:n]) - ROUNDING_ULPS * EPS * magnitude - carried, initial=0.0))
+    excess = float(np.max(np.abs(balance[:n]) - np.maximum(ROUNDING_ULPS * EPS * magnitude, reach), initial=0.0))
     feasibility = float(np.max(-slack, initial=0.0))
     dual = float(np.max(-lam - rounding, initial=0.0))
     complementarity = float(np.max(np.minimum(np.maximum(lam, 0), np.maximum(slack, 0)), initial=0.0))
@@ -87,6 +87,10 @@ def test_report_matches_its_definition(seed):
         got = (report.kcl, report.kcl_excess, report.feasibility, report.dual, report.complementarity, report.current_scale,
                report.voltage_scale, report.scaled)
         np.testing.assert_allclose(got, _reference(c, x, lam), rtol=1e-12, atol=1e-300)
+        # The allowances themselves (they move the fields above by rounding's amounts only).
+        magnitude = np.abs(c.sweep.source) + abs(c.q_matrix) @ np.abs(x)
+        for got_part, want in zip(current_rounding(c, x, carrying(c, x, lam)), _cluster_rounding(c, x, lam, magnitude)):
+            np.testing.assert_allclose(got_part, want, rtol=1e-12, atol=1e-300)
 
 
 def test_report_of_a_solved_network_is_tiny_and_of_a_bad_point_is_not():
