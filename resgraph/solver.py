@@ -126,7 +126,8 @@ def solve(net: Network | CompiledNetwork, backend: str = "numba", tol: float = 1
         common amount (:mod:`resgraph.coarse`; networks of ``COARSE_MIN`` free variables or
         more); False runs plain coordinate descent.
     progress : show a progress bar on stderr (tqdm): sweeps, residual, diodes at their limit,
-        then the polish's steps (for long solves: a 1e6-node circuit can take a minute).
+        then the polish's steps (for long solves: a 1e6-node circuit can take a minute); not
+        for the "osqp" backend, which runs as one call.
     """
     if omega is not None and not 0 < omega < 2:
         raise ResgraphError(f"omega must be in (0, 2) for coordinate descent to converge, got {omega}")
