@@ -238,20 +238,23 @@ def term_magnitudes(indptr, indices, data, rhs, x):
 
 
 @nb.njit(parallel=True, cache=True)
-def worst_excess(indptr, indices, data, rhs, x, allowance):
-    """The largest ``|(A x - rhs)[i]| - allowance * (|rhs[i]| + sum_j |A[i, j] x[j]|)`` over the
-    rows of a CSR matrix ``A``: how far the worst row's residual exceeds ``allowance`` times
-    the magnitudes of its own terms (rounding's reach in that row). Called from Python only."""
-    worst = -np.inf
-    for i in nb.prange(indptr.size - 1):
-        residual = -rhs[i]
+def row_excess(indptr, indices, data, rhs, x, allowance):
+    """Per row of a CSR matrix ``A``, the residual ``(A x - rhs)[i]`` and how far it exceeds
+    ``allowance`` times the magnitudes of the row's own terms, ``|rhs[i]| + sum_j |A[i, j] x[j]|``
+    (rounding's reach in that row). Returns ``(residual, excess)``. Called from Python only."""
+    n = indptr.size - 1
+    residual = np.empty(n)
+    excess = np.empty(n)
+    for i in nb.prange(n):
+        r = -rhs[i]
         terms = abs(rhs[i])
         for t in range(indptr[i], indptr[i + 1]):
             term = data[t] * x[indices[t]]
-            residual += term
+            r += term
             terms += abs(term)
-        worst = max(worst, abs(residual) - allowance * terms)
-    return worst
+        residual[i] = r
+        excess[i] = abs(r) - allowance * terms
+    return residual, excess
 
 
 @nb.njit(cache=True)

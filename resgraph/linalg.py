@@ -42,7 +42,7 @@ import scipy.sparse.linalg as sla
 from .aggregation import AggregationHierarchy
 from .schur import DenseFill, SchurCholesky
 from .support import STRENGTHS, SupportPreconditioner, SupportUnavailable
-from .csr import changed_lower_rows, lower_row_fingerprints, term_magnitudes, worst_excess
+from .csr import changed_lower_rows, lower_row_fingerprints, row_excess, term_magnitudes
 from .kkt import EPS
 
 #: Systems this small are factorised straight away.
@@ -65,6 +65,8 @@ ROUNDING_FLOOR = 1.0
 #: below the floor, ``SETTLE_AIM`` times lower at each restart.
 SETTLED_ULPS = 8.0
 SETTLE_AIM = 0.01
+#: Relative accuracy of a refinement of the rows not settled (see :func:`_refine_unsettled`).
+REFINE_RTOL = 1e-3
 #: Products with matrices this large run on all cores.
 PARALLEL_MIN = 50_000
 #: Classical AMG settings (strength-of-connection threshold, second coarsening pass), and the
@@ -213,7 +215,7 @@ def _excess(matrix: sp.csr_matrix, rhs: np.ndarray, y: np.ndarray, target: float
     above ``tight``; else 0 (the norm's target already bounds each row)."""
     if target <= tight:
         return 0.0
-    return worst_excess(matrix.indptr, matrix.indices, matrix.data, rhs, y, SETTLED_ULPS * EPS) - tight
+    return float(row_excess(matrix.indptr, matrix.indices, matrix.data, rhs, y, SETTLED_ULPS * EPS)[1].max()) - tight
 
 
 def _solved(matrix: sp.csr_matrix, rhs: np.ndarray, y: np.ndarray, residual: float, target: float,
@@ -226,25 +228,54 @@ def _solved(matrix: sp.csr_matrix, rhs: np.ndarray, y: np.ndarray, residual: flo
 def _settle(matrix: sp.csr_matrix, product, rhs: np.ndarray, y: np.ndarray, residual: float, target: float,
             tight: float, preconditioner, budget: int) -> tuple[np.ndarray, bool]:
     """CG from ``y`` (true residual ``residual``) until the residual meets ``target`` and every
-    row is settled (:func:`_excess`), in at most ``budget`` iterations; returns the answer and
-    whether it got there. Restarted, aiming lower, where CG's recurrence claims the target and
-    the true residual misses it (on ill-conditioned systems it can, by a few times:
-    ``RESTART_AIM``), or where the rows are not yet settled (``SETTLE_AIM``); given up where a
-    run gains less than ``RESTART_GAIN`` on either."""
-    aim, excess = target, np.inf
+    row is settled (:func:`_excess`), in at most ``budget`` iterations; returns the answer (the
+    one with the fewest amperes unsettled) and whether it got there. Restarted, aiming lower,
+    where CG's recurrence claims the target and the true residual misses it (on ill-conditioned
+    systems it can, by a few times: ``RESTART_AIM``), or where the rows are not yet settled
+    (``SETTLE_AIM``); where a run gains less than ``RESTART_GAIN`` on the rows, they are refined
+    alone (:func:`_refine_unsettled`) for as long as that gains; given up where a run gains less
+    than ``RESTART_GAIN`` on the residual, or a refinement on the rows."""
+    aim, excess, refining, best = target, np.inf, False, y
     while budget > 0:
-        y, missed, count, _ = _cg(matrix, product, rhs, y, aim, preconditioner, budget)
+        if refining:
+            y, missed, count = _refine_unsettled(matrix, product, rhs, best, tight, preconditioner, budget)
+        else:
+            y, missed, count, _ = _cg(matrix, product, rhs, y, aim, preconditioner, budget)
         budget -= count
         if missed > target:
+            if refining:
+                break
             budget = budget if missed < RESTART_GAIN * residual else 0
             residual, aim = missed, target * RESTART_AIM
             continue
         now = _excess(matrix, rhs, y, target, tight)
         if now <= 0.0:
             return y, True
-        budget = budget if now < RESTART_GAIN * excess else 0
-        excess, aim = now, aim * SETTLE_AIM
-    return y, False
+        if now >= RESTART_GAIN * excess:
+            if refining:
+                break
+            refining = True
+        if now < excess:
+            best, excess = y, now
+        aim *= SETTLE_AIM
+    return best, False
+
+
+def _refine_unsettled(matrix: sp.csr_matrix, product, rhs: np.ndarray, y: np.ndarray, tight: float,
+                      preconditioner, budget: int) -> tuple[np.ndarray, float, int]:
+    """``y`` corrected on the rows not settled (:func:`_excess`): CG solves ``matrix d = -r``
+    for their residuals ``r`` alone, the other rows' left out, to ``REFINE_RTOL`` of it. Where
+    rounding's floor set CG's target, the residual's norm is rounding's noise in rows of large
+    terms, which CG cannot reduce and aims at instead of the rows of small terms still off (a
+    1e6-node mesh over 16 decades: 5 % of its rows off by up to 1.1e-8 A, CG stalled at 3.9e-6 A
+    in norm; one refinement left 150 rows, off by 1.1e-10 A at most). Returns ``(y + d, its
+    residual's norm, CG iterations)``."""
+    residual, excess = row_excess(matrix.indptr, matrix.indices, matrix.data, rhs, y, SETTLED_ULPS * EPS)
+    drive = np.where(excess > tight, -residual, 0.0)
+    step, _, count, _ = _cg(matrix, product, drive, np.zeros_like(y), REFINE_RTOL * float(np.linalg.norm(drive)),
+                            preconditioner, budget)
+    y = y + step
+    return y, float(np.linalg.norm(matrix @ y - rhs)), count
 
 
 def parallel_operator(matrix: sp.csr_matrix) -> sla.LinearOperator:
