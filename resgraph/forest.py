@@ -77,23 +77,43 @@ def _bfs_forest(num_nodes, tail, head, first_roots):
     return order, parent_edge, root
 
 
+@nb.njit(cache=True, inline="always")
+def _root(parent, a):
+    """Union-find: the root of ``a``, halving the path on the way."""
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
 @nb.njit(cache=True)
 def _kruskal(num_nodes, tail, head, edge_order):
     """Edges of a spanning forest, taken greedily in ``edge_order`` (union-find)."""
     parent = np.arange(num_nodes)
     keep = np.zeros(tail.size, np.bool_)
     for e in edge_order:
-        a, b = tail[e], head[e]
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        while parent[b] != b:
-            parent[b] = parent[parent[b]]
-            b = parent[b]
+        a, b = _root(parent, tail[e]), _root(parent, head[e])
         if a != b:
             parent[a] = b
             keep[e] = True
     return keep
+
+
+@nb.njit(cache=True)
+def components(num_nodes, tail, head, apart):
+    """The connected component of each node of a graph given by edge lists, as the number of
+    one of its nodes, where node ``apart`` and the edges that touch it are left out (it stays a
+    component alone): e.g. the clusters of free variables that diodes join, the fixed potentials
+    apart."""
+    parent = np.arange(num_nodes)
+    for e in range(tail.size):
+        if tail[e] != apart and head[e] != apart:
+            a, b = _root(parent, tail[e]), _root(parent, head[e])
+            if a != b:
+                parent[a] = b
+    for k in range(num_nodes):
+        parent[k] = _root(parent, k)
+    return parent
 
 
 def spanning_forest(num_nodes: int, tail: np.ndarray, head: np.ndarray,

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from .compiled import CompiledNetwork
 from .csr import row_products
-from .forest import forest_of_touched, tree_flows
+from .forest import components, forest_of_touched, tree_flows
 
 #: Rounding allowance of a variable's KCL imbalance, in units of ``eps`` (float64) times the sum
 #: of the magnitudes of its terms (see :class:`KKTReport`).
@@ -140,10 +138,8 @@ def _cluster_rounding(c, idx, touched_forest, magnitude):
     the fixed potentials passes through its variables only)."""
     nodes, tail, head, _ = touched_forest
     fixed = nodes.size - 1
-    inner = (tail != fixed) & (head != fixed)
-    links = sp.coo_matrix((np.ones(np.count_nonzero(inner)), (tail[inner], head[inner])), shape=(nodes.size,) * 2)
-    cluster = connected_components(links, directed=False)[1]
-    reach = ROUNDING_ALLOWANCE * np.bincount(cluster, np.append(magnitude, 0.0))[cluster]
+    cluster = components(nodes.size, tail, head, fixed)
+    reach = ROUNDING_ALLOWANCE * np.bincount(cluster, np.append(magnitude, 0.0), nodes.size)[cluster]
     per_diode = np.zeros(c.diode_offset.size)
     per_diode[idx] = reach[np.where(tail != fixed, tail, head)]
     per_variable = np.zeros(c.num_free)
@@ -169,6 +165,7 @@ def _tree_path(forest, tail, head, start: int, stop: int) -> list[tuple[int, flo
 
 def _balance_loops(forest, tail, head, flow, loops):
     """Add circulation around loops of active diodes to minimise the total negative current."""
+    import scipy.sparse as sp
     from scipy.optimize import linprog
 
     rows, cols, vals = [], [], []
