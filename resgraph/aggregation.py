@@ -25,6 +25,7 @@ import numpy as np
 import scipy.linalg as sl
 import scipy.sparse as sp
 
+from .cholesky import NotPositiveDefinite
 from .csr import contract
 
 #: Symmetric strength of connection: ``|a_ij| >= STRENGTH sqrt(a_ii a_jj)`` joins ``i`` and ``j``
@@ -76,13 +77,24 @@ def _prolong(coarse, group, x):
             x[i] += coarse[group[i]]
 
 
+def positive_diagonal(matrix: sp.csr_matrix) -> np.ndarray:
+    """The diagonal of ``matrix``; raises :class:`NotPositiveDefinite` where an entry is not
+    positive (a cluster joined inside by conductances 20 decades above those that leave it: its
+    contracted diagonal rounds to 0 or below)."""
+    diagonal = matrix.diagonal()
+    if not np.all(diagonal > 0):
+        row = int(np.flatnonzero(~(diagonal > 0))[0])
+        raise NotPositiveDefinite(f"the matrix is not positive definite: diagonal of row {row}", row)
+    return diagonal
+
+
 class _Level:
     """One level's matrix (CSR arrays), damped inverse diagonal and aggregate of each row (-1:
     none) into the ``coarse_size`` unknowns of the next level."""
 
     def __init__(self, matrix: sp.csr_matrix, group: np.ndarray, coarse_size: int) -> None:
         self.indptr, self.indices, self.data = matrix.indptr, matrix.indices, matrix.data
-        self.weight = JACOBI_DAMPING / matrix.diagonal()
+        self.weight = JACOBI_DAMPING / positive_diagonal(matrix)
         self.group = group
         self.coarse_size = coarse_size
 

@@ -39,8 +39,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from .aggregation import AggregationHierarchy
-from .schur import DenseFill, SchurCholesky
+from .aggregation import AggregationHierarchy, positive_diagonal
+from .schur import DenseFill, NotPositiveDefinite, SchurCholesky
 from .support import STRENGTHS, SupportPreconditioner, SupportUnavailable
 from .csr import changed_lower_rows, lower_row_fingerprints, row_excess, term_magnitudes
 from .kkt import EPS
@@ -311,6 +311,7 @@ class SPDSolver:
         self._support_strengths = STRENGTHS    # the support strengths still worth trying
         self._rescued = False          # whether a factorisation took over from a stalled CG
         self._rescue_refused = False   # whether one would take more than rescue_bytes()
+        self._indefinite = False       # whether a factorisation met a pivot that is not positive
 
     def solve(self, matrix: sp.csr_matrix, rhs: np.ndarray, guess: np.ndarray, rtol: float = 1e-12,
               scale: float | Callable[[], float] = 1.0) -> np.ndarray:
@@ -318,8 +319,12 @@ class SPDSolver:
         residual (2-norm) of ``rtol`` times ``scale`` (amperes: the currents in play; a function
         giving it is called only where CG needs it)."""
         n = rhs.size
-        if n <= DIRECT_LIMIT:
-            return self._factorise(matrix, rhs) if n else rhs.copy()
+        if n == 0:
+            return rhs.copy()
+        if n <= DIRECT_LIMIT and not self._indefinite:
+            y = self._factorise(matrix, rhs)
+            if y is not None:
+                return y
         if self._rescued:
             y = self._factorise(matrix, rhs, rescue_bytes())
             if y is not None:
@@ -468,7 +473,7 @@ class SPDSolver:
         (:meth:`_unless_stalled`)."""
         n = rhs.size
         if not self._aggregate:
-            inverse_diagonal = 1.0 / matrix.diagonal()
+            inverse_diagonal = 1.0 / positive_diagonal(matrix)
             setup, cycle, rate = AGGREGATION_GUESS
             budget = int(min(setup + np.log10(max(initial, 1e-300) / target) / rate * cycle, EXPANDER_ITERATIONS))
             jacobi = _operator(n, lambda r: inverse_diagonal * r)
@@ -550,7 +555,8 @@ class SPDSolver:
         """Solve directly by sparse Cholesky (:mod:`resgraph.schur`), refactorising on the last
         analysis when the pattern is the last one's; None (and no factorisation from now on)
         when a large system's factor would hold more than ``FILL_LIMIT`` entries per row, or,
-        given ``max_bytes``, when the factorisation would take more memory than that instead."""
+        given ``max_bytes``, when the factorisation would take more memory than that instead, or
+        when a pivot is not positive."""
         began = time.perf_counter()
         if self._factor is None or not self._factor.same_pattern(matrix):
             if self._analysed is not None and self._analysed.same_pattern(matrix):
@@ -568,7 +574,15 @@ class SPDSolver:
                 self._dense_fill = True
                 return None
             self._factor = factor
-        self._factor.factorise(matrix)
+        try:
+            self._factor.factorise(matrix)
+        except NotPositiveDefinite:
+            # Conductances over more decades than float64 resolves (20: a node's total conductance
+            # rounds to its largest term) can leave the matrix numerically indefinite: no
+            # factorisation from now on, CG's answer stands and the certificate says how good it is.
+            self._factor = self._preconditioner = None
+            self._dense_fill = self._rescue_refused = self._indefinite = True
+            return None
         self._built_from = matrix
         self._preconditioner = _operator(rhs.size, self._factor.solve)
         solving = time.perf_counter()

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 from .compiled import CompiledNetwork
 from .csr import clamp_rows, cluster_drive, contract
 from .forest import forest_of_touched, potentials_along
+from .cholesky import NotPositiveDefinite
 from .kkt import constraint_slack, current_scale, diode_currents
 from .linalg import SPDSolver
 
@@ -150,7 +151,16 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
             # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
             seen.add(np.packbits(np.r_[active, prefer]).tobytes())
         rtol = (ROUGH_RTOL if rough else LOOSE_RTOL) if loose else TIGHT_RTOL
-        x, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
+        try:
+            solved, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
+        except NotPositiveDefinite:
+            solved = None
+        if solved is None or not np.all(np.isfinite(solved)):
+            # The system is numerically indefinite (conductances over more decades than float64
+            # resolves: a node's total conductance rounds to its largest term): no exact answer
+            # to be had here; coordinate descent's stands, and the certificate says how good.
+            break
+        x = solved
         lam, rounding = diode_currents(c, x, active, touched_forest, rounding=True)
         slack = constraint_slack(c, x)
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))

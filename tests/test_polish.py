@@ -56,3 +56,17 @@ def test_currents_negative_by_no_more_than_their_rounding_do_not_switch_diodes()
     solution = rg.solve(net, tol=1e-9, max_sweeps=2000)
     assert solution.converged and solution.polish_iterations < 20
     check_kirchhoff(net, solution, rtol=1e-8)
+
+
+def test_a_numerically_indefinite_system_ends_unconverged_not_in_an_exception():
+    """Conductances over 20 decades, beyond what float64 resolves: a cluster joined inside by
+    conductances 1e20 times those that leave it has its contracted diagonal round to zero, and
+    the factorisation that was to rescue its stalled CG met a pivot that is not positive. That
+    raised NotPositiveDefinite out of ``solve``; now the polish gives up on such a system and the
+    answer says it is not converged."""
+    net, _ = stress.stress_circuit(6, 5000, 20.0)
+    rough = rg.solve(net, tol=1e-6, polish=False, max_sweeps=200).potentials
+    start = rough + np.random.default_rng(10_006).normal(0, 0.05, rough.size)
+    solution = rg.solve(net, tol=1e-9, warm_start=start, max_sweeps=500)
+    assert not solution.converged and solution.kkt.scaled > 1e-9
+    assert np.all(np.isfinite(solution.potentials))
