@@ -161,6 +161,16 @@ def _forest_path(forest: Forest, tail: np.ndarray, head: np.ndarray, a: int, b: 
 def _vs_elimination(net: "Network"):
     plus, minus, voltage = net.arrays("voltage_source")
     forest = spanning_forest(net.num_nodes, plus, minus, np.array([0]))
+    terminals = np.unique(np.r_[plus, minus])
+    if np.any(forest.root[terminals] != forest.root[0]):
+        # A floating tree's variable is the potential of its root, the others' offsets from it:
+        # rooted at its node of most conductance, the large terms of the variable's KCL carry no
+        # offset (a tree of a 1e-4 S node and a 1e8 S one 2.3 V apart, rooted at the first: drive
+        # and diagonal terms of 1.6e8 A cancelling to mA, rounding's 3e-8 A kept at the node).
+        ra, rb, g = net.arrays("resistor")
+        conductance = np.bincount(ra, g, net.num_nodes) + np.bincount(rb, g, net.num_nodes)
+        heaviest = terminals[np.argsort(-conductance[terminals], kind="stable")]
+        forest = spanning_forest(net.num_nodes, plus, minus, np.r_[0, heaviest])
     offset = potentials_along(forest, plus, minus, voltage, np.zeros(net.num_nodes))
     scale = max(1.0, float(np.max(np.abs(voltage), initial=0.0)))
     mismatch = offset[plus] - offset[minus] - voltage

@@ -225,3 +225,16 @@ def test_a_diode_at_zero_voltage_carrying_exactly_nothing_still_carries_rounding
     sol = rg.solve(net, tol=1e-9)
     assert sol.converged
     check_kirchhoff(net, sol, rtol=1e-8)
+
+
+def test_a_floating_voltage_source_tree_is_rooted_at_its_node_of_most_conductance():
+    """A 6e3-node lattice over 16 decades with a floating source between a node of 1e-4 S and
+    one of 7.6e7 S, 2.3 V apart. Rooted at the first, the variable's KCL had drive and diagonal
+    terms of 1.6e8 A cancelling to milliamperes, and their rounding (2.9e-8 A) stayed at the
+    light node, which the independent check found off by more than 1e-8 A though certified.
+    Rooted at the heavy node, the large terms carry no offset."""
+    net, _ = stress.stress_circuit(121, 6000, 16.0)
+    c = net.compile()
+    assert c.node_offset[3094] == 0.0 and c.node_offset[576] != 0.0 and c.node_var[576] == c.node_var[3094]
+    sol = stress.solve_as(net, "warm", np.random.default_rng(10_121))
+    check_kirchhoff(net, sol, rtol=1e-8)
