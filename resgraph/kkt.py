@@ -226,8 +226,8 @@ def carrying(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> np.ndarray:
     zero, and those at zero voltage to the rounding of their potentials (a current computed as
     exactly zero there can be rounding's too)."""
     xf = np.append(x, 0.0)
-    a, k = xf[c.diode_anode_var], xf[c.diode_cathode_var]
-    at_zero = constraint_slack(c, x) <= ROUNDING_ALLOWANCE * (np.abs(a) + np.abs(k) + np.abs(c.diode_offset))
+    a, k, w = xf[c.diode_anode_var], xf[c.diode_cathode_var], c.diode_offset
+    at_zero = w - (a - k) <= ROUNDING_ALLOWANCE * (np.abs(a) + np.abs(k) + np.abs(w))
     return c.diode_is_constraint & ((lam != 0) | at_zero)
 
 

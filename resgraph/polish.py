@@ -25,10 +25,10 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
+from .cholesky import NotPositiveDefinite
 from .compiled import CompiledNetwork
 from .csr import clamp_rows, cluster_drive, contract
 from .forest import forest_of_touched, potentials_along
-from .cholesky import NotPositiveDefinite
 from .kkt import constraint_slack, current_scale, diode_currents
 from .linalg import SPDSolver
 
