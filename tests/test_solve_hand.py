@@ -232,3 +232,31 @@ def test_polish_switches_on_a_diode_violated_in_volts_but_not_in_amperes():
     assert result.converged
     assert result.x[0] == pytest.approx(0.0, abs=1e-15)
     assert result.currents[0] == pytest.approx(5e-10, rel=1e-9)
+
+
+def test_osqp_backend_prints_nothing_and_polishes_only_with_an_active_diode(capfd):
+    """OSQP 1.x prints a line on stdout when told to polish an answer with no active constraint,
+    whatever ``verbose`` says (osqp/osqp#785); the backend asks for the polish only where a
+    diode conducts."""
+    from resgraph.backends.osqp_backend import solve_qp
+
+    off = rg.Network(3)                      # the diode is reverse-biased: nothing to polish
+    off.add_voltage_source(1, 0, 2.0)
+    off.add_resistor(1, 2, 1.0)
+    off.add_resistor(2, 0, 1.0)
+    off.add_diode(0, 2)
+    x, y, info = solve_qp(off.to_qp(), eps=1e-9)
+    assert info["polished"] is None
+    np.testing.assert_allclose(x, [1.0], atol=1e-7)     # (node 2: node 1 is fixed)
+    on = rg.Network(3)                       # the diode clamps node 2 at 0 V: polished exactly
+    on.add_voltage_source(1, 0, 2.0)
+    on.add_resistor(1, 2, 1.0)
+    on.add_resistor(2, 0, 1.0)
+    on.add_diode(2, 0)
+    x, y, info = solve_qp(on.to_qp(), eps=1e-9)
+    assert info["polished"] == 1             # OSQP_POLISH_SUCCESS
+    np.testing.assert_allclose(x, [0.0], atol=1e-12)
+    np.testing.assert_allclose(y, [2.0], atol=1e-12)
+    for net in (off, on):
+        rg.solve(net, backend="osqp")
+    assert capfd.readouterr().out == ""
