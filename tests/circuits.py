@@ -43,6 +43,31 @@ def random_network(rng: np.random.Generator, num_nodes: int, extra_resistors: in
     return net
 
 
+
+def dense_diode_network(rng: np.random.Generator, num_nodes: int, decades: float) -> rg.Network:
+    """A random circuit thick with diodes: a resistive spanning tree (conductances log-uniform over
+    ``decades``) and up to ``num_nodes`` more resistors, up to four diodes per node between random
+    pairs (antiparallel pairs, loops), up to three voltage sources (some at 0 V, some closing
+    loops: possibly invalid) and up to three current sources of 1 mA to 1 kA."""
+    net = rg.Network(num_nodes)
+    attached = [0]
+    for node in rng.permutation(np.arange(1, num_nodes)):
+        net.add_resistor(int(node), int(rng.choice(attached)), float(10 ** rng.uniform(-decades / 2, decades / 2)))
+        attached.append(int(node))
+    for _ in range(int(rng.integers(0, num_nodes))):
+        a, b = rng.choice(num_nodes, 2, replace=False)
+        net.add_resistor(int(a), int(b), float(10 ** rng.uniform(-decades / 2, decades / 2)))
+    for _ in range(int(rng.integers(0, 4 * num_nodes + 1))):
+        a, b = rng.choice(num_nodes, 2, replace=False)
+        net.add_diode(int(a), int(b))
+    for _ in range(int(rng.integers(0, 4))):
+        a, b = rng.choice(num_nodes, 2, replace=False)
+        net.add_voltage_source(int(a), int(b), float(rng.choice([0.0, rng.uniform(-3, 3)])))
+    for _ in range(int(rng.integers(0, 4))):
+        a, b = rng.choice(num_nodes, 2, replace=False)
+        net.add_current_source(int(a), int(b), float(rng.uniform(-1, 1) * 10 ** rng.uniform(-3, 3)))
+    return net
+
 #: Rounding allowance of a node's KCL imbalance (and of a diode's negative current), in ulps of
 #: the magnitudes of the terms of its cluster (see :func:`check_kirchhoff`): as many as the
 #: certificate allows (:data:`resgraph.kkt.ROUNDING_ULPS`), which counts only the terms a current
