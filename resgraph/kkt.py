@@ -147,20 +147,49 @@ def _cluster_rounding(c, idx, touched_forest, magnitude):
     return per_diode, per_variable
 
 
-def _tree_path(forest, tail, head, start: int, stop: int) -> list[tuple[int, float]]:
-    """Edges (and +1/-1 for tail->head or head->tail) walked from ``start`` to ``stop``."""
-    def up(k):
-        steps = []
-        while forest.parent_edge[k] >= 0:
-            e = int(forest.parent_edge[k])
-            steps.append((e, k))
-            k = int(head[e] if tail[e] == k else tail[e])
-        return steps
-    a, b = up(start), up(stop)
-    shared = {e for e, _ in a} & {e for e, _ in b}
-    walk = [(e, 1.0 if tail[e] == k else -1.0) for e, k in a if e not in shared]
-    walk += [(e, -1.0 if tail[e] == k else 1.0) for e, k in b if e not in shared]
-    return walk
+@nb.njit(cache=True)
+def _loop_cycles(order, parent_edge, tail, head, loops):
+    """The fundamental cycle of each loop edge ``loops[j]`` of a forest: one ampere through it,
+    tail to head, back along the forest's path from its head to its tail. Returns COO arrays
+    ``(edge, loop, sign)``: +1 where the cycle runs an edge tail to head, -1 against it. (Built
+    in Python, edge by edge, they took a third of the split's time on a circuit with 1.6e3
+    loops: 24 of 75 ms.)"""
+    parent = np.arange(order.size)
+    depth = np.zeros(order.size, np.int64)
+    for t in range(order.size):                  # (root-first: a parent before its children)
+        k = order[t]
+        e = parent_edge[k]
+        if e >= 0:
+            parent[k] = head[e] if tail[e] == k else tail[e]
+            depth[k] = depth[parent[k]] + 1
+    count = loops.size
+    for j in range(loops.size):
+        a, b = head[loops[j]], tail[loops[j]]
+        while a != b:
+            if depth[a] >= depth[b]:
+                a = parent[a]
+            else:
+                b = parent[b]
+            count += 1
+    edge = np.empty(count, np.int64)
+    loop = np.empty(count, np.int64)
+    sign = np.empty(count)
+    s = 0
+    for j in range(loops.size):
+        edge[s], loop[s], sign[s] = loops[j], j, 1.0
+        s += 1
+        a, b = head[loops[j]], tail[loops[j]]      # up from the head, and from the tail, to where they meet
+        while a != b:
+            if depth[a] >= depth[b]:
+                e = parent_edge[a]
+                edge[s], loop[s], sign[s] = e, j, 1.0 if tail[e] == a else -1.0
+                a = parent[a]
+            else:
+                e = parent_edge[b]
+                edge[s], loop[s], sign[s] = e, j, -1.0 if tail[e] == b else 1.0
+                b = parent[b]
+            s += 1
+    return edge, loop, sign
 
 
 def _balance_loops(forest, tail, head, flow, loops):
@@ -168,14 +197,9 @@ def _balance_loops(forest, tail, head, flow, loops):
     import scipy.sparse as sp
     from scipy.optimize import linprog
 
-    rows, cols, vals = [], [], []
-    for j, e in enumerate(loops):
-        rows.append(int(e)); cols.append(j); vals.append(1.0)   # t amperes through the loop diode
-        for f, sign in _tree_path(forest, tail, head, int(head[e]), int(tail[e])):
-            rows.append(f); cols.append(j); vals.append(sign)  # ... returning along the tree
-    touched = np.unique(rows)
-    local = {int(e): i for i, e in enumerate(touched)}
-    cycles = sp.csr_matrix((vals, ([local[r] for r in rows], cols)), shape=(touched.size, loops.size))
+    rows, cols, vals = _loop_cycles(forest.order, forest.parent_edge, tail, head, loops)
+    touched, local = np.unique(rows, return_inverse=True)
+    cycles = sp.csr_matrix((vals, (local, cols)), shape=(touched.size, loops.size))
     m, k = loops.size, touched.size
     # minimise sum(u)  s.t.  flow + N t + u >= 0,  u >= 0
     a_ub = sp.hstack([-cycles, -sp.identity(k)], format="csr")

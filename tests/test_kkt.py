@@ -238,3 +238,30 @@ def test_a_floating_voltage_source_tree_is_rooted_at_its_node_of_most_conductanc
     assert c.node_offset[3094] == 0.0 and c.node_offset[576] != 0.0 and c.node_var[576] == c.node_var[3094]
     sol = stress.solve_as(net, "warm", np.random.default_rng(10_121))
     check_kirchhoff(net, sol, rtol=1e-8)
+
+
+def test_loop_cycles_are_the_fundamental_cycles_of_the_forest():
+    """Each loop edge's cycle (the loops' current split, ``kkt._loop_cycles``) is a circulation:
+    one ampere through the loop edge tail to head, back along forest edges only, each once."""
+    from resgraph.forest import spanning_forest
+    from resgraph.kkt import _loop_cycles
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(2, 40))
+        tail, head = rng.integers(0, n, 80), rng.integers(0, n, 80)
+        tail, head = tail[tail != head], head[tail != head]
+        forest = spanning_forest(n, tail, head, np.array([0]))
+        in_tree = np.zeros(tail.size, bool)
+        in_tree[forest.parent_edge[forest.parent_edge >= 0]] = True
+        loops = np.flatnonzero(~in_tree)
+        edge, loop, sign = _loop_cycles(forest.order, forest.parent_edge, tail, head, loops)
+        for j, e in enumerate(loops):
+            mine = loop == j
+            balance = np.zeros(n)
+            np.add.at(balance, tail[edge[mine]], -sign[mine])
+            np.add.at(balance, head[edge[mine]], sign[mine])
+            assert np.all(balance == 0)
+            assert sign[mine][edge[mine] == e].tolist() == [1.0]
+            assert np.all(in_tree[edge[mine]] | (edge[mine] == e))
+            assert np.unique(edge[mine]).size == np.count_nonzero(mine)
