@@ -19,9 +19,11 @@ when the KKT conditions hold after a tight solve, so the answer is the true opti
 
 With many diodes between free nodes the iteration can cycle (a 286-node random circuit with 255
 of them: 18 steps switching 2-87 diodes each, then a state seen before, at every retry). Then a
-primal active-set method takes over from the polish's feasible start (:func:`_descend`): it
+primal active-set method can take over from the polish's feasible start (:func:`_descend`): it
 keeps every diode satisfied, lowers the dissipation at every step and so never revisits a
-working set, and ends at the optimum.
+working set, and ends at the optimum. It takes a solve per diode that joins or leaves its
+working set, where the iteration from a better start often settles in a few: ``solve`` asks
+for it from its second polish on.
 """
 from __future__ import annotations
 
@@ -135,11 +137,15 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
 
 
 def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
-           max_iterations: int = 50, on_step: Callable[[int, int, bool], None] | None = None) -> PolishResult:
+           max_iterations: int = 50, on_step: Callable[[int, int, bool], None] | None = None,
+           descend: bool = True) -> PolishResult:
     """Run the active-set iteration from ``x``; diodes within ``active_tol`` volts of conducting
     start active. ``tol`` is the relative KKT tolerance deciding when the active set is right.
     ``on_step(iteration, switched, exact)`` is called after each step (diodes switched; whether
-    its system was solved exactly)."""
+    its system was solved exactly). Where the iteration cycles or runs out of steps, ``descend``
+    hands over to the primal active-set method (:func:`_descend`); without, the result is
+    unconverged (coordinate descent can then go on, and a later polish from its new point may
+    settle in fewer steps than the method takes)."""
     con = c.diode_is_constraint
     start = x
     slack = constraint_slack(c, x)
@@ -212,6 +218,8 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
         active = update
         if np.packbits(np.r_[active, prefer]).tobytes() in seen:
             break
+    if not descend:
+        return PolishResult(x, lam, iteration, False)
     return _descend(c, start, tol, active_tol, solver, iteration, on_step)
 
 

@@ -12,7 +12,8 @@
    itself, ``CONVERGING_CHECKS``; or after ``POLISH_AFTER`` checks, or when the sweep budget is
    spent), the active-set polish (:mod:`resgraph.polish`) solves for the exact
    optimum and certifies it. Should the polish not settle, coordinate descent resumes from where
-   it was and the polish is retried later.
+   it was and the polish is retried later, and from then on, should its active-set iteration
+   cycle, it ends with a primal active-set method that cannot (``polish._descend``).
 
 ``polish=False`` runs coordinate descent alone until the KKT residual reaches ``tol``; it can
 stall when a conducting diode joins two free nodes, which the residual then shows.
@@ -167,7 +168,7 @@ def _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, 
             # No diode at its limit: solve the linear network outright, which is the answer
             # whenever no diode ends up conducting; otherwise coordinate descent takes over.
             t0 = time.perf_counter()
-            first = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step)
+            first = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step, descend=False)
             timings["polish"] = time.perf_counter() - t0
             polishes = first.iterations
             if first.converged:
@@ -182,7 +183,7 @@ def _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, 
     coarse = coarse and c.num_free >= COARSE_MIN
     result = None
     previous_active = previous_residual = None
-    next_polish = 0
+    next_polish = failed = 0
     while True:
         chunk = min(check_every, max_sweeps - sweeps)
         if chunk > 0:
@@ -225,11 +226,15 @@ def _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, 
         if polish and (chunk == 0 or (((settled and not converging) or sweeps >= polish_after * check_every)
                                       and sweeps >= next_polish)):
             t1 = time.perf_counter()
-            result = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step)
+            # The first that fails hands back to coordinate descent; from the second on, where
+            # the active-set iteration cycles, the slower primal active-set method ends it (from
+            # a stalled point every retry would cycle the same way).
+            result = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step, descend=failed > 0)
             timings["polish"] = timings.get("polish", 0.0) + time.perf_counter() - t1
             polishes += result.iterations
             if result.converged or chunk == 0:
                 break
+            failed += 1
             next_polish = 2 * sweeps
     timings["sweeps"] = time.perf_counter() - t0 - (timings.get("polish", 0.0) - polish_before)
     if result is not None:
