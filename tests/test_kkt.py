@@ -265,3 +265,25 @@ def test_loop_cycles_are_the_fundamental_cycles_of_the_forest():
             assert sign[mine][edge[mine] == e].tolist() == [1.0]
             assert np.all(in_tree[edge[mine]] | (edge[mine] == e))
             assert np.unique(edge[mine]).size == np.count_nonzero(mine)
+
+
+def test_power_balance_of_a_certified_answer_at_the_limit_of_float64():
+    """16 decades, a 1 kA-scale source into a 1e-8 S node: potentials reach 1.9e5 V beside 1e8 S
+    resistors, where an ulp of a potential is worth milliamperes. The answer is certified (each
+    node balanced within its rounding) and the independent check's power balance allows what
+    those imbalances let through (Tellegen), which is far more than its ordinary tolerance."""
+    from circuits import dense_diode_network
+
+    rng = np.random.default_rng(31180)
+    num_nodes, decades = int(rng.integers(2, 60)), float(rng.choice([12.0, 16.0]))
+    net = dense_diode_network(rng, num_nodes, decades)
+    sol = rg.solve(net, tol=1e-9)
+    assert sol.converged and np.abs(sol.potentials).max() > 1e5
+    check_kirchhoff(net, sol, rtol=1e-8)
+    ra, rb, g = net.arrays("resistor")
+    pa, _, volts = net.arrays("voltage_source")
+    ca, cb, amps = net.arrays("current_source")
+    v = sol.potentials
+    imbalance = abs(float(np.sum(g * (v[ra] - v[rb]) ** 2)) - float(volts @ sol.voltage_source_currents + amps @ (v[cb] - v[ca])))
+    iscale = max(1.0, float(np.abs(np.r_[sol.resistor_currents, sol.diode_currents, sol.voltage_source_currents, amps]).max()))
+    assert imbalance > 1e-8 * iscale * np.abs(v).max() * ra.size      # beyond the ordinary tolerance
