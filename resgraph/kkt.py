@@ -49,6 +49,12 @@ class KKTReport:
     that carry current or are at zero voltage (:func:`carrying`), every variable and every such
     diode's sign are allowed ``ROUNDING_ULPS`` units of the terms of the whole cluster (where the
     cluster has no fixed potential, its whole imbalance lands on one of its variables).
+
+    ``drift`` is that excess in volts: divided by the total conductance of the variable's
+    cluster, it is how far the cluster's potential is from where its KCL would put it. Scaled by
+    ``voltage_scale`` it counts too: a weakly tied node's imbalance is tiny against the circuit's
+    largest current while its potential is far off (16 decades: 6.4 mA against 1.3e8 A, scaled
+    5e-11, with 9.6 mS to it: 0.66 V of 679 V).
     """
 
     kcl: float               # amperes: worst Kirchhoff current-law violation at a free node
@@ -58,7 +64,8 @@ class KKTReport:
     complementarity: float   # worst min(current, voltage) over diodes, in their own units
     current_scale: float
     voltage_scale: float
-    scaled: float            # max of the above, each divided by its scale
+    scaled: float            # max of the above and of ``drift``, each divided by its scale
+    drift: float             # volts: worst KCL excess over its cluster's conductance (see above)
 
     @property
     def residual(self) -> float:
@@ -239,10 +246,22 @@ def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     """Measure how far ``(x, lam)`` is from satisfying the KKT conditions."""
     q = c.q_matrix
     x, lam = np.asarray(x, np.float64), np.asarray(lam, np.float64)
+    carry = carrying(c, x, lam)
     return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, x, c.diode_anode_var,
                                     c.diode_cathode_var, c.diode_offset, c.diode_is_constraint, lam,
-                                    *current_rounding(c, x, carrying(c, x, lam)), c.node_var, c.node_offset,
-                                    current_scale(c, x, lam)))
+                                    *current_rounding(c, x, carry), cluster_conductance(c, carry), c.node_var,
+                                    c.node_offset, current_scale(c, x, lam)))
+
+
+def cluster_conductance(c: CompiledNetwork, carrying: np.ndarray) -> np.ndarray:
+    """Per free variable, the total conductance (siemens) of its cluster: the free variables the
+    ``carrying`` diodes between free variables join (a variable alone: its own)."""
+    n = c.num_free
+    idx = np.flatnonzero(carrying & c.diode_is_constraint)
+    if idx.size == 0:
+        return c.sweep.total_conductance
+    cluster = components(n + 1, c.diode_anode_var[idx], c.diode_cathode_var[idx], n)[:n]
+    return np.bincount(cluster, c.sweep.total_conductance, n)[cluster]
 
 
 def carrying(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -257,11 +276,12 @@ def carrying(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 @nb.njit(parallel=True, cache=True)
 def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offset, is_constraint, lam,
-                  rounding, reach, node_var, node_offset, current_scale):
+                  rounding, reach, conductance, node_var, node_offset, current_scale):
     """:class:`KKTReport`'s fields in one pass over the diodes, one over the rows of ``Q`` and one
     over the nodes (NumPy's two dozen passes took 0.33 ms of a 1e4-node solve). ``x`` holds the
     free variables (the index ``x.size`` stands for a fixed potential), ``lam`` the diode
-    currents; ``rounding`` and ``reach``: the allowances of :func:`current_rounding`; ``source``: the
+    currents; ``rounding`` and ``reach``: the allowances of :func:`current_rounding`; ``conductance``:
+    :func:`cluster_conductance`'s; ``source``: the
     current injected into each free variable; ``current_scale``: see :func:`current_scale`."""
     n = x.size
     leaving = np.zeros(n + 1)         # diode current leaving each variable (A)
@@ -277,7 +297,7 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
         feasibility = max(feasibility, -slack[d])
         dual = max(dual, -lam[d] - rounding[d])
         complementarity = max(complementarity, min(max(lam[d], 0.0), max(slack[d], 0.0)))
-    kcl = excess = 0.0
+    kcl = excess = drift = 0.0
     for i in nb.prange(n):
         imbalance = leaving[i] - source[i]           # Q x - source + diode currents leaving
         magnitude = abs(source[i])                   # the terms' magnitudes: rounding's reach
@@ -286,13 +306,15 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
             imbalance += term
             magnitude += abs(term)
         kcl = max(kcl, abs(imbalance))
-        excess = max(excess, abs(imbalance) - max(ROUNDING_ALLOWANCE * magnitude, reach[i]))
+        beyond = abs(imbalance) - max(ROUNDING_ALLOWANCE * magnitude, reach[i])
+        excess = max(excess, beyond)
+        drift = max(drift, beyond / conductance[i])
     voltage_scale = 1.0
     for node in nb.prange(node_var.size):
         var = node_var[node]
         voltage_scale = max(voltage_scale, abs((x[var] if var >= 0 else 0.0) + node_offset[node]))
-    scaled = max(excess / current_scale, feasibility / voltage_scale, dual / current_scale)
+    scaled = max(excess / current_scale, drift / voltage_scale, feasibility / voltage_scale, dual / current_scale)
     for d in range(lam.size):
         if is_constraint[d]:
             scaled = max(scaled, min(max(lam[d], 0.0) / current_scale, max(slack[d], 0.0) / voltage_scale))
-    return kcl, excess, feasibility, dual, complementarity, current_scale, voltage_scale, scaled
+    return kcl, excess, feasibility, dual, complementarity, current_scale, voltage_scale, scaled, drift

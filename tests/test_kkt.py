@@ -287,3 +287,28 @@ def test_power_balance_of_a_certified_answer_at_the_limit_of_float64():
     imbalance = abs(float(np.sum(g * (v[ra] - v[rb]) ** 2)) - float(volts @ sol.voltage_source_currents + amps @ (v[cb] - v[ca])))
     iscale = max(1.0, float(np.abs(np.r_[sol.resistor_currents, sol.diode_currents, sol.voltage_source_currents, amps]).max()))
     assert imbalance > 1e-8 * iscale * np.abs(v).max() * ra.size      # beyond the ordinary tolerance
+
+
+def test_a_weakly_tied_node_is_held_to_tol_of_the_potentials_not_only_of_the_largest_current():
+    """16 decades, 3 free variables: a 6e7 S resistor carries 1.3e8 A, while a pair of nodes tied by
+    9.6 mS sits near 680 V. Coordinate descent alone left the pair at 679.151 V, 6.4 mA out of
+    balance (5e-11 of the largest current: certified at tol 1e-9); the exact answer is 679.813 V.
+    The certificate's ``drift`` (the imbalance over the cluster's conductance, in volts) counts."""
+    from circuits import dense_diode_network
+
+    rng = np.random.default_rng(30580)
+    num_nodes, decades = int(rng.integers(2, 60)), float(rng.choice([12.0, 16.0]))
+    net = dense_diode_network(rng, num_nodes, decades)
+    sol = rg.solve(net, tol=1e-9)
+    exact = rg.solve(net, tol=1e-14)
+    assert sol.converged and exact.converged
+    assert abs(exact.potentials[3] - 679.8129) < 1e-4
+    np.testing.assert_allclose(sol.potentials, exact.potentials, atol=1e-9 * 680)
+    # The answer certified before, and what the report says of it now.
+    c = net.compile()
+    before = exact.potentials.copy()
+    before[[3, 5]] = 679.151014860842
+    x = c.variables(before)
+    report = kkt_report(c, x, sol.diode_currents)
+    assert report.kcl_excess / report.current_scale < 1e-9 < report.scaled
+    assert report.drift > 0.5
