@@ -213,10 +213,7 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
             loose = changes > 0 and patience > 0
             active = update
             continue
-        ok_primal = not np.any(violated & con)
-        ok_dual = np.all(lam[active] >= -tol * iscale - rounding[active])
-        ok_tight = np.all(slack[active] <= tol * vscale)
-        if ok_primal and ok_dual and ok_tight:
+        if _passes(c, x, lam, rounding, active, tol):
             x, lam = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
             return PolishResult(x, lam, iteration, True)
         active = update
@@ -225,6 +222,19 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
     if not descend:
         return PolishResult(x, lam, iteration, False)
     return _descend(c, start, tol, active_tol, solver, iteration, on_step)
+
+
+def _passes(c: CompiledNetwork, x: np.ndarray, currents: np.ndarray, rounding: np.ndarray, active: np.ndarray,
+            tol: float) -> bool:
+    """Whether the diodes meet the KKT conditions at ``x`` to ``tol``: none reverse-violated by
+    more than ``tol`` of the largest potential, the ``active`` ones at zero voltage to that and
+    carrying no current more negative than ``tol`` of the largest beyond its ``rounding``."""
+    slack = constraint_slack(c, x)
+    vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
+    iscale = max(1.0, float(np.max(np.abs(currents), initial=0.0)))
+    return bool(not np.any(c.diode_is_constraint & (slack < -tol * vscale))
+                and np.all(currents[active] >= -tol * iscale - rounding[active])
+                and np.all(slack[active] <= tol * vscale))
 
 
 def _held_in_volts(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, active: np.ndarray, prefer: np.ndarray,
@@ -246,12 +256,7 @@ def _held_in_volts(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, active: n
         if not np.all(np.isfinite(solved)):
             break
         currents, rounding = diode_currents(c, solved, active, touched_forest, rounding=True)
-        slack = constraint_slack(c, solved)
-        vscale = max(1.0, float(np.max(np.abs(solved), initial=0.0)))
-        iscale = max(1.0, float(np.max(np.abs(currents), initial=0.0)))
-        con = c.diode_is_constraint
-        if (np.any(con & (slack < -tol * vscale)) or np.any(currents[active] < -tol * iscale - rounding[active])
-                or np.any(slack[active] > tol * vscale)):
+        if not _passes(c, solved, currents, rounding, active, tol):
             break
         x, lam = solved, np.where(active, currents, 0.0)
     return x, lam
@@ -268,8 +273,8 @@ def _descend(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float, s
     working set carrying negative current leave it (where none does, the KKT conditions hold).
     Every step keeps every diode satisfied and lowers the dissipation (the optimum of a relaxed
     working set is no worse than the point itself, which satisfies it), so no working set comes
-    back with the point at its optimum: the method ends, after at most
-    ``DESCENT_STEPS + DESCENT_STEPS_PER_DIODE`` steps per diode here."""
+    back with the point at its optimum: the method ends (here after at most ``DESCENT_STEPS``
+    steps and ``DESCENT_STEPS_PER_DIODE`` per diode)."""
     con = c.diode_is_constraint
     slack = constraint_slack(c, x)
     if np.any(con & (slack < -active_tol)):
@@ -302,17 +307,15 @@ def _descend(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float, s
             continue
         x = target
         lam, rounding = diode_currents(c, x, working, touched_forest, rounding=True)
-        slack = constraint_slack(c, x)
-        vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
         iscale = max(1.0, float(np.max(np.abs(lam), initial=0.0)))
         leaving = working & (lam < -tol * iscale - rounding)
         if on_step is not None:
             on_step(iterations, int(np.count_nonzero(leaving)), True)
         if not leaving.any():
-            ok = not np.any(con & (slack < -tol * vscale)) and np.all(slack[working] <= tol * vscale)
+            ok = _passes(c, x, lam, rounding, working, tol)
             lam = np.where(working, lam, 0.0)
             if ok:
                 x, lam = _held_in_volts(c, x, lam, working, keep, solver, tol)
-            return PolishResult(x, lam, iterations, bool(ok))
+            return PolishResult(x, lam, iterations, ok)
         working &= ~leaving
     return PolishResult(x, lam, iterations, False)
