@@ -89,10 +89,13 @@ def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray, mer
 
 
 def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, prefer: np.ndarray,
-                       solver: SPDSolver, rtol: float) -> tuple[np.ndarray, tuple | None]:
+                       solver: SPDSolver, rtol: float) -> tuple[np.ndarray | None, tuple | None]:
     """Minimise the dissipation with every ``active`` diode held at zero voltage. Returns the
     potentials and, where no active diode is ``prefer``-red, the forest of the active diodes
-    (:func:`resgraph.forest.forest_of_touched`'s result, which their currents reuse).
+    (:func:`resgraph.forest.forest_of_touched`'s result, which their currents reuse); ``(None,
+    None)`` where the system is numerically indefinite (conductances over more decades than
+    float64 resolves: a node's total conductance rounds to its largest term), which has no exact
+    answer to give.
 
     Each cluster of variables joined by active diodes is one unknown, stored in the row of its
     root variable; rows of fixed variables and of non-root cluster members are identity rows, so
@@ -130,7 +133,12 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
         return used[-1]
 
     for _ in range(2):
-        y = solver.solve(reduced, rhs, guess, rtol, scale)
+        try:
+            y = solver.solve(reduced, rhs, guess, rtol, scale)
+        except NotPositiveDefinite:
+            return None, None
+        if not np.all(np.isfinite(y)):
+            return None, None
         x = np.where(free, y[np.minimum(root, n - 1)], 0.0) + base
         if not used or current_scale(c, x) * RESCALE >= used[-1]:
             break
@@ -172,14 +180,10 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
             # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
             seen.add(np.packbits(np.r_[active, prefer]).tobytes())
         rtol = (ROUGH_RTOL if rough else LOOSE_RTOL) if loose else TIGHT_RTOL
-        try:
-            solved, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
-        except NotPositiveDefinite:
-            solved = None
-        if solved is None or not np.all(np.isfinite(solved)):
-            # The system is numerically indefinite (conductances over more decades than float64
-            # resolves: a node's total conductance rounds to its largest term): no exact answer
-            # to be had here; coordinate descent's stands, and the certificate says how good.
+        solved, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
+        if solved is None:
+            # Numerically indefinite: coordinate descent's answer stands, and the certificate
+            # says how good it is.
             return PolishResult(x, lam, iteration, False)
         x = solved
         lam, rounding = diode_currents(c, x, active, touched_forest, rounding=True)
@@ -249,11 +253,8 @@ def _held_in_volts(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, active: n
         report = kkt_report(c, x, lam)
         if report.drift <= tol * report.voltage_scale:
             break
-        try:
-            solved, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
-        except NotPositiveDefinite:
-            break
-        if not np.all(np.isfinite(solved)):
+        solved, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
+        if solved is None:
             break
         currents, rounding = diode_currents(c, solved, active, touched_forest, rounding=True)
         if not _passes(c, solved, currents, rounding, active, tol):
@@ -284,11 +285,8 @@ def _descend(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float, s
     lam = np.zeros(slack.size)
     for _ in range(DESCENT_STEPS + DESCENT_STEPS_PER_DIODE * int(np.count_nonzero(con))):
         iterations += 1
-        try:
-            target, touched_forest = _solve_with_active(c, x, working, keep, solver, TIGHT_RTOL)
-        except NotPositiveDefinite:
-            break
-        if not np.all(np.isfinite(target)):
+        target, touched_forest = _solve_with_active(c, x, working, keep, solver, TIGHT_RTOL)
+        if target is None:
             break
         # Along x + step (target - x) a diode off the working set nears its limit at ``rate``
         # volts per unit step.
