@@ -37,7 +37,7 @@ from .cholesky import NotPositiveDefinite
 from .compiled import CompiledNetwork
 from .csr import clamp_rows, cluster_drive, contract
 from .forest import forest_of_touched, potentials_along
-from .kkt import constraint_slack, current_scale, diode_currents, kkt_report
+from .kkt import ROUNDING_ALLOWANCE, constraint_slack, current_scale, diode_currents, kkt_report
 from .linalg import SPDSolver
 
 #: Relative accuracy of the linear solves while the active set is still changing, and at the end.
@@ -263,6 +263,14 @@ def _held_in_volts(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, active: n
     return x, lam
 
 
+def _dissipation(c: CompiledNetwork, x: np.ndarray) -> tuple[float, float]:
+    """``E(x) = 1/2 x' Q x - source' x`` (watts, up to a constant), what the polish minimises,
+    and how far rounding reaches into it (``ROUNDING_ALLOWANCE`` times its terms' magnitudes)."""
+    q = c.q_matrix
+    magnitude = 0.5 * np.abs(x) @ (abs(q) @ np.abs(x)) + np.abs(c.sweep.source) @ np.abs(x)
+    return float(0.5 * x @ (q @ x) - c.sweep.source @ x), float(ROUNDING_ALLOWANCE * magnitude)
+
+
 def _descend(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float, solver: SPDSolver,
              iterations: int, on_step: Callable[[int, int, bool], None] | None) -> PolishResult:
     """A primal active-set method from the feasible point ``x`` (potentials that satisfy every
@@ -283,6 +291,7 @@ def _descend(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float, s
     working = con & (slack <= active_tol)
     keep = np.zeros(slack.size, bool)
     lam = np.zeros(slack.size)
+    lowest, seen = np.inf, set()
     for _ in range(DESCENT_STEPS + DESCENT_STEPS_PER_DIODE * int(np.count_nonzero(con))):
         iterations += 1
         target, touched_forest = _solve_with_active(c, x, working, keep, solver, TIGHT_RTOL)
@@ -304,6 +313,16 @@ def _descend(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float, s
                 on_step(iterations, int(np.count_nonzero(joined)), True)
             continue
         x = target
+        # At its optimum for a working set the dissipation is no higher than at the last (equal
+        # after steps of zero length): where it rises beyond rounding (conductances over more
+        # decades than float64 resolves), or a working set comes back, the method is not getting
+        # anywhere.
+        dissipation, rounding_reach = _dissipation(c, x)
+        key = np.packbits(working).tobytes()
+        if dissipation > lowest + rounding_reach or key in seen:
+            break
+        lowest = min(lowest, dissipation)
+        seen.add(key)
         lam, rounding = diode_currents(c, x, working, touched_forest, rounding=True)
         iscale = max(1.0, float(np.max(np.abs(lam), initial=0.0)))
         leaving = working & (lam < -tol * iscale - rounding)
