@@ -110,16 +110,23 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, touche
     return lam, _cluster_rounding(c, idx, touched_forest, magnitude)[0]
 
 
-def current_rounding(c: CompiledNetwork, x: np.ndarray, carrying: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def current_rounding(c: CompiledNetwork, x: np.ndarray, carrying: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """How far rounding reaches into the currents of the ``carrying`` diodes (see
     :class:`KKTReport`): ``(per diode, per free variable)``, amperes, ``ROUNDING_ALLOWANCE`` times
     the magnitudes of the KCL terms of the cluster of free variables the carrying diodes join
-    (zero for other diodes and for variables in no cluster)."""
+    (zero for other diodes and for variables in no cluster); and third, per free variable, the
+    total conductance (siemens) of its cluster (a variable in none: its own)."""
     idx = np.flatnonzero(carrying & c.diode_is_constraint)
+    conductance = c.sweep.total_conductance
     if idx.size == 0:
-        return np.zeros(c.diode_offset.size), np.zeros(c.num_free)
+        return np.zeros(c.diode_offset.size), np.zeros(c.num_free), conductance
     touched_forest = _touched(c, idx, None)
-    return _cluster_rounding(c, idx, touched_forest, _row_terms(c, touched_forest[0], x)[1])
+    nodes = touched_forest[0]
+    per_diode, per_variable, cluster = _cluster_rounding(c, idx, touched_forest, _row_terms(c, nodes, x)[1])
+    conductance = conductance.copy()
+    conductance[nodes[:-1]] = np.bincount(cluster, np.append(conductance[nodes[:-1]], 0.0), nodes.size)[cluster[:-1]]
+    return per_diode, per_variable, conductance
 
 
 def _touched(c: CompiledNetwork, idx: np.ndarray, touched_forest: tuple | None) -> tuple:
@@ -139,10 +146,11 @@ def _row_terms(c: CompiledNetwork, nodes: np.ndarray, x: np.ndarray) -> tuple[np
 
 
 def _cluster_rounding(c, idx, touched_forest, magnitude):
-    """:func:`current_rounding` of the diodes ``idx`` from the variables they touch (numbered
-    as in ``touched_forest``, the fixed potentials last) and those variables' terms: clusters
-    are the components of the diodes between free variables (any current between a cluster and
-    the fixed potentials passes through its variables only)."""
+    """:func:`current_rounding`'s two allowances of the diodes ``idx`` from the variables they
+    touch (numbered as in ``touched_forest``, the fixed potentials last) and those variables'
+    terms, and the cluster of each touched variable (one of its members' numbers): clusters are
+    the components of the diodes between free variables (any current between a cluster and the
+    fixed potentials passes through its variables only)."""
     nodes, tail, head, _ = touched_forest
     fixed = nodes.size - 1
     cluster = components(nodes.size, tail, head, fixed)
@@ -151,7 +159,7 @@ def _cluster_rounding(c, idx, touched_forest, magnitude):
     per_diode[idx] = reach[np.where(tail != fixed, tail, head)]
     per_variable = np.zeros(c.num_free)
     per_variable[nodes[:-1]] = reach[:-1]
-    return per_diode, per_variable
+    return per_diode, per_variable, cluster
 
 
 @nb.njit(cache=True)
@@ -246,22 +254,10 @@ def kkt_report(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> KKTReport:
     """Measure how far ``(x, lam)`` is from satisfying the KKT conditions."""
     q = c.q_matrix
     x, lam = np.asarray(x, np.float64), np.asarray(lam, np.float64)
-    carry = carrying(c, x, lam)
     return KKTReport(*_report_terms(q.indptr, q.indices, q.data, c.sweep.source, x, c.diode_anode_var,
                                     c.diode_cathode_var, c.diode_offset, c.diode_is_constraint, lam,
-                                    *current_rounding(c, x, carry), cluster_conductance(c, carry), c.node_var,
-                                    c.node_offset, current_scale(c, x, lam)))
-
-
-def cluster_conductance(c: CompiledNetwork, carrying: np.ndarray) -> np.ndarray:
-    """Per free variable, the total conductance (siemens) of its cluster: the free variables the
-    ``carrying`` diodes between free variables join (a variable alone: its own)."""
-    n = c.num_free
-    idx = np.flatnonzero(carrying & c.diode_is_constraint)
-    if idx.size == 0:
-        return c.sweep.total_conductance
-    cluster = components(n + 1, c.diode_anode_var[idx], c.diode_cathode_var[idx], n)[:n]
-    return np.bincount(cluster, c.sweep.total_conductance, n)[cluster]
+                                    *current_rounding(c, x, carrying(c, x, lam)), c.node_var, c.node_offset,
+                                    current_scale(c, x, lam)))
 
 
 def carrying(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -281,7 +277,7 @@ def _report_terms(indptr, indices, data, source, x, anode_var, cathode_var, offs
     over the nodes (NumPy's two dozen passes took 0.33 ms of a 1e4-node solve). ``x`` holds the
     free variables (the index ``x.size`` stands for a fixed potential), ``lam`` the diode
     currents; ``rounding`` and ``reach``: the allowances of :func:`current_rounding`; ``conductance``:
-    :func:`cluster_conductance`'s; ``source``: the
+    the clusters' conductances, its third; ``source``: the
     current injected into each free variable; ``current_scale``: see :func:`current_scale`."""
     n = x.size
     leaving = np.zeros(n + 1)         # diode current leaving each variable (A)

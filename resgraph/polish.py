@@ -37,7 +37,7 @@ from .cholesky import NotPositiveDefinite
 from .compiled import CompiledNetwork
 from .csr import clamp_rows, cluster_drive, contract
 from .forest import forest_of_touched, potentials_along
-from .kkt import ROUNDING_ALLOWANCE, constraint_slack, current_scale, diode_currents, kkt_report
+from .kkt import ROUNDING_ALLOWANCE, KKTReport, constraint_slack, current_scale, diode_currents, kkt_report
 from .linalg import SPDSolver
 
 #: Relative accuracy of the linear solves while the active set is still changing, and at the end.
@@ -73,6 +73,7 @@ class PolishResult:
     currents: np.ndarray      # per diode, amperes
     iterations: int
     converged: bool
+    report: KKTReport | None = None    # the certificate of (x, currents), where already measured
 
 
 def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray, merged: bool) -> sp.csr_matrix:
@@ -218,8 +219,8 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
             active = update
             continue
         if _passes(c, x, lam, rounding, active, tol):
-            x, lam = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
-            return PolishResult(x, lam, iteration, True)
+            x, lam, report = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
+            return PolishResult(x, lam, iteration, True, report)
         active = update
         if np.packbits(np.r_[active, prefer]).tobytes() in seen:
             break
@@ -242,15 +243,16 @@ def _passes(c: CompiledNetwork, x: np.ndarray, currents: np.ndarray, rounding: n
 
 
 def _held_in_volts(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, active: np.ndarray, prefer: np.ndarray,
-                   solver: SPDSolver, tol: float) -> tuple[np.ndarray, np.ndarray]:
+                   solver: SPDSolver, tol: float) -> tuple[np.ndarray, np.ndarray, KKTReport]:
     """The answer for the right active set, solved again more tightly (``DRIFT_RTOLS``) while a
     cluster's potential is further than ``tol`` of the potentials from where its KCL would put it
     (:attr:`resgraph.kkt.KKTReport.drift`): a solve's target is set by the currents in play, and a
     weakly tied node can be off by much more than that in volts (a 5e3-node random circuit over
     16 decades: 7.3e-9 of the potentials at 1e-11 of its currents). Kept only while the diodes'
-    currents and voltages still pass as they did."""
+    currents and voltages still pass as they did. Returns the potentials, currents and their
+    certificate (which ``solve`` then need not measure again)."""
+    report = kkt_report(c, x, lam)
     for rtol in DRIFT_RTOLS:
-        report = kkt_report(c, x, lam)
         if report.drift <= tol * report.voltage_scale:
             break
         solved, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
@@ -260,7 +262,8 @@ def _held_in_volts(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray, active: n
         if not _passes(c, solved, currents, rounding, active, tol):
             break
         x, lam = solved, np.where(active, currents, 0.0)
-    return x, lam
+        report = kkt_report(c, x, lam)
+    return x, lam, report
 
 
 def _dissipation(c: CompiledNetwork, x: np.ndarray) -> tuple[float, float]:
@@ -329,10 +332,10 @@ def _descend(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float, s
         if on_step is not None:
             on_step(iterations, int(np.count_nonzero(leaving)), True)
         if not leaving.any():
-            ok = _passes(c, x, lam, rounding, working, tol)
             lam = np.where(working, lam, 0.0)
-            if ok:
-                x, lam = _held_in_volts(c, x, lam, working, keep, solver, tol)
-            return PolishResult(x, lam, iterations, ok)
+            if not _passes(c, x, lam, rounding, working, tol):
+                return PolishResult(x, lam, iterations, False)
+            x, lam, report = _held_in_volts(c, x, lam, working, keep, solver, tol)
+            return PolishResult(x, lam, iterations, True, report)
         working &= ~leaving
     return PolishResult(x, lam, iterations, False)

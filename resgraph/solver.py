@@ -173,8 +173,7 @@ def _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, 
             polishes = first.iterations
             if first.converged:
                 timings["sweeps"] = 0.0
-                report = kkt_report(c, first.x, first.currents)
-                return build_solution(c, first.x, first.currents, report, tol, 0, polishes, be.name, timings)
+                return build_solution(c, first.x, first.currents, first.report, tol, 0, polishes, be.name, timings)
     t0 = time.perf_counter()
     polish_before = timings.get("polish", 0.0)
     graph = c.sweep.astype(dtype, be.to_device)
@@ -239,10 +238,10 @@ def _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, 
     timings["sweeps"] = time.perf_counter() - t0 - (timings.get("polish", 0.0) - polish_before)
     if result is not None:
         if result.converged:
-            x, lam = result.x, result.currents
+            x, lam, report = result.x, result.currents, result.report     # (measured by the polish)
         else:
             lam = diode_currents(c, x, previous_active)
-        report = kkt_report(c, x, lam)
+            report = kkt_report(c, x, lam)
     return build_solution(c, x, lam, report, tol, sweeps, polishes, be.name, timings)
 
 
