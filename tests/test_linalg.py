@@ -449,13 +449,13 @@ def test_the_rescue_budget_is_a_share_of_physical_memory(monkeypatch):
     assert linalg.rescue_bytes() == int(linalg.RESCUE_MEMORY_SHARE * linalg.ASSUMED_MEMORY)
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_rows_that_cg_cannot_settle_are_refined_alone(monkeypatch, seed):
+def test_rows_that_cg_cannot_settle_are_refined_alone(monkeypatch):
     """Conductances over 14 decades: CG with a support graph meets rounding's floor in norm
     (the noise of rows with large terms) while rows with small terms are still off, and aiming
     lower gains nothing; the rows still off are then refined alone, and every row settles
     (before, with no factorisation to fall back on, 5.5e-10 to 4e-9 A stayed beyond their
-    allowances)."""
+    allowances). Which of the four systems needs the refinement depends on the machine's
+    rounding (three on one, two on an AMD EPYC)."""
     import resgraph.linalg as linalg
     monkeypatch.setattr(linalg, "SUPPORT_AFTER", 0)
     monkeypatch.setattr(linalg, "EXPANDER_ITERATIONS", 1)      # Jacobi hands over at once
@@ -468,11 +468,14 @@ def test_rows_that_cg_cannot_settle_are_refined_alone(monkeypatch, seed):
         return original(*args)
 
     monkeypatch.setattr(linalg, "_refine_unsettled", counted)
-    rng = np.random.default_rng(seed)
-    matrix = random_graph_matrix(5000, rng, decades=14.0)
-    rhs = 1e3 * (matrix @ rng.normal(size=5000))
-    solver = SPDSolver(mesh_like=False, factorise=False)
-    y = solver.solve(matrix, rhs, np.zeros(rhs.size), rtol=1e-11, scale=1.0)
-    _, excess = row_excess(matrix.indptr, matrix.indices, matrix.data, rhs, y, linalg.SETTLED_ULPS * np.finfo(float).eps)
-    assert refined and solver._support and not solver._rescued
-    assert excess.max() <= 1e-11
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        matrix = random_graph_matrix(5000, rng, decades=14.0)
+        rhs = 1e3 * (matrix @ rng.normal(size=5000))
+        solver = SPDSolver(mesh_like=False, factorise=False)
+        y = solver.solve(matrix, rhs, np.zeros(rhs.size), rtol=1e-11, scale=1.0)
+        _, excess = row_excess(matrix.indptr, matrix.indices, matrix.data, rhs, y,
+                               linalg.SETTLED_ULPS * np.finfo(float).eps)
+        assert solver._support and not solver._rescued
+        assert excess.max() <= 1e-11
+    assert refined
