@@ -18,15 +18,21 @@ On these M-matrix problems it typically settles in a handful of solves, and the 
 when the KKT conditions hold after a tight solve, so the answer is the true optimum.
 
 With many diodes between free nodes the iteration can cycle (a 286-node random circuit with 255
-of them: 18 steps switching 2-87 diodes each, then a state seen before, at every retry). Then a
-primal active-set method can take over from the polish's feasible start (:func:`_descend`): it
-keeps every diode satisfied, lowers the dissipation at every step and so never revisits a
-working set, and ends at the optimum. It takes a solve per diode that joins or leaves its
-working set, where the iteration from a better start often settles in a few: ``solve`` asks
-for it from its second polish on.
+of them: 18 steps switching 2-87 diodes each, then a state seen before, at every retry), or
+crawl (a 2.3e3-node one with 4e3: 45 steps switching 2-50 each). Then an interior-point method
+(:mod:`resgraph.interior`) names the conducting set, a few dozen Newton steps however many diodes
+switch, and the iteration starts again from it (1-9 steps on such circuits). It takes over once
+the iteration has cost what the method would (:class:`_Handover`), or at once where the
+iteration cycles. Where its Newton systems would fill in too much, or the restarted iteration
+does not settle either, a primal active-set method can take over from the polish's feasible
+start (:func:`_descend`): it keeps every diode satisfied, lowers the dissipation at every step
+and so never revisits a working set, and ends at the optimum. It takes a solve per diode that
+joins or leaves its working set, where the iteration from a better start often settles in a
+few: ``solve`` asks for it from its second polish on.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,6 +43,7 @@ from .cholesky import NotPositiveDefinite
 from .compiled import CompiledNetwork
 from .csr import clamp_rows, cluster_drive, contract
 from .forest import forest_of_touched, potentials_along
+from .interior import NewtonSystem, interior_point, newton_system
 from .kkt import ROUNDING_ALLOWANCE, KKTReport, constraint_slack, current_scale, diode_currents, kkt_report
 from .linalg import SPDSolver
 
@@ -65,6 +72,11 @@ LOOSE_PATIENCE = 3
 #: that block it or drops those carrying negative current.
 DESCENT_STEPS_PER_DIODE = 4
 DESCENT_STEPS = 50
+#: Exact steps of the iteration before the interior-point method (:mod:`resgraph.interior`) may
+#: take over to name the conducting set, from which the iteration starts again (see
+#: :class:`_Handover`), and the Newton steps it is expected to take (14-40 measured).
+INTERIOR_AFTER = 10
+INTERIOR_STEPS = 30
 
 
 @dataclass
@@ -150,25 +162,75 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
 
 def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
            max_iterations: int = 50, on_step: Callable[[int, int, bool], None] | None = None,
-           descend: bool = True) -> PolishResult:
+           descend: bool = True, on_newton: Callable[[int, float], None] | None = None) -> PolishResult:
     """Run the active-set iteration from ``x``; diodes within ``active_tol`` volts of conducting
     start active. ``tol`` is the relative KKT tolerance deciding when the active set is right.
     ``on_step(iteration, switched, exact)`` is called after each step (diodes switched; whether
-    its system was solved exactly). Where the iteration cycles or runs out of steps, ``descend``
-    hands over to the primal active-set method (:func:`_descend`); without, the result is
-    unconverged (coordinate descent can then go on, and a later polish from its new point may
-    settle in fewer steps than the method takes)."""
+    its system was solved exactly); ``on_newton(step, gap)`` before each Newton step of the
+    interior-point method. Where the iteration cycles, runs out of steps, or has cost what the
+    interior-point method (:mod:`resgraph.interior`) would (:class:`_Handover`), that method's
+    conducting set starts it again; where that does not settle either, ``descend`` hands over
+    to the primal active-set method (:func:`_descend`); without, the result is unconverged
+    (coordinate descent can then go on, and a later polish from its new point may settle in
+    fewer steps)."""
+    factor = c.cholesky      # (None on expanders, and on meshes that would fill too much)
+    solver = SPDSolver(c.mesh_like, factor, factorise=factor is not None)
+    active = c.diode_is_constraint & (constraint_slack(c, x) <= active_tol)
+    handover = _Handover(c)
+    result = _iterate(c, x, active, tol, solver, max_iterations, handover, 0, on_step)
+    if result.converged:
+        return result
+    system = handover.system()
+    interior = None if system is None else interior_point(c, x, system, on_newton)
+    if interior is not None:
+        result = _iterate(c, interior.x, interior.conducting, tol, solver, max_iterations, None,
+                          result.iterations + interior.steps, on_step)
+        if result.converged:
+            return result
+    if not descend:
+        return result
+    return _descend(c, x, tol, active_tol, solver, result.iterations, on_step)
+
+
+class _Handover:
+    """When the iteration hands over to the interior-point method: once it has taken
+    ``INTERIOR_AFTER`` exact steps and as long as the method would take (its Newton step,
+    measured, times ``INTERIOR_STEPS``), so that neither costs more than twice the better
+    choice; at once where it cycles. Networks whose Newton systems fill in too much never do."""
+
+    def __init__(self, c: CompiledNetwork) -> None:
+        self._c = c
+        self._began = time.perf_counter()
+        self._system: NewtonSystem | None = None
+        self._seconds: float | None = None       # the method's forecast time
+
+    def system(self) -> NewtonSystem | None:
+        if self._seconds is None:
+            self._system = newton_system(self._c)
+            self._seconds = np.inf if self._system is None else INTERIOR_STEPS * self._system.step_seconds()
+        return self._system
+
+    def due(self, exact: int) -> bool:
+        """Whether the iteration, after ``exact`` exact steps, should hand over now."""
+        if exact < INTERIOR_AFTER:
+            return False
+        self.system()
+        return time.perf_counter() - self._began >= self._seconds
+
+
+def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, solver: SPDSolver,
+             max_iterations: int, handover: _Handover | None, iteration: int,
+             on_step: Callable[[int, int, bool], None] | None) -> PolishResult:
+    """The active-set iteration from ``x`` with the diodes ``active`` conducting, numbering its
+    steps on from ``iteration``; unconverged where it cycles, runs ``max_iterations`` steps, or
+    the ``handover`` says so after an exact step (the loose ones, on large networks, steer it
+    first)."""
     con = c.diode_is_constraint
-    start = x
-    slack = constraint_slack(c, x)
-    active = con & (slack <= active_tol)
     total = np.append(c.sweep.total_conductance, 0.0)
     conductance = np.maximum(total[c.diode_anode_var], total[c.diode_cathode_var])
     seen: set[bytes] = set()
-    factor = c.cholesky      # (None on expanders, and on meshes that would fill too much)
-    solver = SPDSolver(c.mesh_like, factor, factorise=factor is not None)
-    lam = np.zeros(slack.size)
-    prefer = np.zeros(slack.size, bool)
+    lam = np.zeros(con.size)
+    prefer = np.zeros(con.size, bool)
     loose = c.num_free >= LOOSE_MIN_SIZE
     # A first, rougher part of the loose stage on meshes, where every CG iteration is a multigrid
     # cycle; on expanders Jacobi-CG iterations are cheap, and rough steps there made the active
@@ -176,7 +238,8 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
     rough = loose and c.mesh_like
     first_changes = previous_changes = fewest = None
     patience = LOOSE_PATIENCE
-    for iteration in range(1, max_iterations + 1):
+    exact = 0
+    for iteration in range(iteration + 1, iteration + max_iterations + 1):
         if not loose:
             # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
             seen.add(np.packbits(np.r_[active, prefer]).tobytes())
@@ -222,11 +285,10 @@ def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
             x, lam, report = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
             return PolishResult(x, lam, iteration, True, report)
         active = update
-        if np.packbits(np.r_[active, prefer]).tobytes() in seen:
+        exact += 1
+        if np.packbits(np.r_[active, prefer]).tobytes() in seen or (handover is not None and handover.due(exact)):
             break
-    if not descend:
-        return PolishResult(x, lam, iteration, False)
-    return _descend(c, start, tol, active_tol, solver, iteration, on_step)
+    return PolishResult(x, lam, iteration, False)
 
 
 def _passes(c: CompiledNetwork, x: np.ndarray, currents: np.ndarray, rounding: np.ndarray, active: np.ndarray,

@@ -5,7 +5,7 @@ from __future__ import annotations
 class SolveProgress:
     """As a solve goes on: the sweeps done, with the last check's residual (scaled as the
     certificate) and the diodes at their limit, then each active-set step of the polish with the
-    diodes it switched. Does nothing unless ``enabled``."""
+    diodes it switched, and each Newton step of its interior-point method with its gap. Does nothing unless ``enabled``."""
 
     def __init__(self, enabled: bool, num_free: int) -> None:
         self._bar = None
@@ -25,6 +25,12 @@ class SolveProgress:
         if self._bar is not None:
             kind = "exact" if exact else "loose"
             self._bar.set_postfix_str(f"polish step {iteration} ({kind}): {switched:,} diodes switched")
+
+    def interior_step(self, step: int, gap: float) -> None:
+        """The polish's interior-point method took Newton step ``step``; ``gap``: its duality gap
+        per diode, relative to the currents and potentials in play."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"polish, interior-point step {step}: gap {gap:.1e}")
 
     def finished(self, converged: bool, kkt: float) -> None:
         """The answer's certificate: its scaled KKT residual and whether it meets ``tol``."""

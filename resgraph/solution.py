@@ -23,7 +23,9 @@ class Solution:
     ``kkt_residual`` is the largest absolute violation of KCL (A), feasibility (V), diode-current
     sign (A) or complementarity; ``kkt`` has each part and their scales; ``converged`` is true
     when every part is below ``tol`` times its scale (scales are >= 1; the KCL and sign parts
-    after their rounding allowance, see :class:`resgraph.kkt.KKTReport`).
+    after their rounding allowance, see :class:`resgraph.kkt.KKTReport`). ``polish_iterations``
+    counts the polish's steps: active-set steps, and the Newton steps of its interior-point method
+    where that ran (:mod:`resgraph.interior`).
     """
 
     potentials: np.ndarray

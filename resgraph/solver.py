@@ -12,8 +12,10 @@
    itself, ``CONVERGING_CHECKS``; or after ``POLISH_AFTER`` checks, or when the sweep budget is
    spent), the active-set polish (:mod:`resgraph.polish`) solves for the exact
    optimum and certifies it. Should the polish not settle, coordinate descent resumes from where
-   it was and the polish is retried later, and from then on, should its active-set iteration
-   cycle, it ends with a primal active-set method that cannot (``polish._descend``).
+   it was and the polish is retried later. Within a polish, an interior-point method
+   (:mod:`resgraph.interior`) restarts an active-set iteration that cycles or crawls; from the
+   second polish on, should the restarted one not settle either, a primal active-set method
+   that cannot cycle ends it (``polish._descend``).
 
 ``polish=False`` runs coordinate descent alone until the KKT residual reaches ``tol``; it can
 stall when a conducting diode joins two free nodes, which the residual then shows.
@@ -168,7 +170,8 @@ def _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, 
             # No diode at its limit: solve the linear network outright, which is the answer
             # whenever no diode ends up conducting; otherwise coordinate descent takes over.
             t0 = time.perf_counter()
-            first = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step, descend=False)
+            first = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step, descend=False,
+                                      on_newton=bar.interior_step)
             timings["polish"] = time.perf_counter() - t0
             polishes = first.iterations
             if first.converged:
@@ -226,9 +229,11 @@ def _solve(c, backend, tol, warm_start, omega, max_sweeps, check_every, polish, 
                                       and sweeps >= next_polish)):
             t1 = time.perf_counter()
             # The first that fails hands back to coordinate descent; from the second on, where
-            # the active-set iteration cycles, the slower primal active-set method ends it (from
-            # a stalled point every retry would cycle the same way).
-            result = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step, descend=failed > 0)
+            # the active-set iteration cycles even from the interior-point method's conducting
+            # set, the slower primal active-set method ends it (from a stalled point every retry
+            # would cycle the same way).
+            result = active_set_polish(c, x, tol, active_tol, on_step=bar.polish_step, descend=failed > 0,
+                                       on_newton=bar.interior_step)
             timings["polish"] = timings.get("polish", 0.0) + time.perf_counter() - t1
             polishes += result.iterations
             if result.converged or chunk == 0:

@@ -26,3 +26,17 @@ def test_the_bar_says_when_the_answer_is_not_converged(capsys):
                    progress=True)
     assert not sol.converged
     assert "NOT converged" in capsys.readouterr().err
+
+
+def test_the_bar_shows_the_interior_point_methods_steps(capsys, monkeypatch):
+    """A circuit on which the active-set iteration cycles: the interior-point method that takes
+    over shows its Newton steps and their gap."""
+    import resgraph.polish as polish
+    from circuits import dense_diode_network
+    monkeypatch.setattr(polish, "INTERIOR_STEPS", 0)    # (hand over as soon as allowed)
+    rng = np.random.default_rng(183)
+    net = dense_diode_network(rng, int(rng.integers(20, 300)), 6.0)
+    sol = rg.solve(net, tol=1e-9, progress=True)
+    err = capsys.readouterr().err
+    assert sol.converged
+    assert "interior-point step 1: gap" in err

@@ -1,0 +1,87 @@
+"""The interior-point method that names the conducting set where the active-set iteration cannot."""
+import numpy as np
+import pytest
+
+import resgraph as rg
+import resgraph.interior as interior
+import resgraph.polish as polish
+from circuits import check_kirchhoff, dense_diode_network
+from resgraph.kkt import constraint_slack
+
+
+def _dense(seed: int, low: int, high: int):
+    rng = np.random.default_rng(seed)
+    return dense_diode_network(rng, int(rng.integers(low, high)), float(rng.choice([0.0, 2.0, 6.0])))
+
+
+def test_its_point_is_feasible_and_dissipates_what_the_optimum_does():
+    """Small circuits thick with diodes (up to four per node, loops, antiparallel pairs): from the
+    compiled feasible start, the method's point satisfies every diode to 1e-9 of the potentials
+    and its dissipation is the certified optimum's to 1e-6; its conducting set starts an
+    iteration that ends at that optimum."""
+    checked = 0
+    for seed in range(60):
+        net = _dense(seed, 2, 60)
+        try:
+            c = net.compile()
+        except rg.NetworkError:
+            continue
+        system = interior.newton_system(c)
+        if system is None:
+            assert not np.any(c.diode_is_constraint)
+            continue
+        optimum = rg.solve(c, tol=1e-10)
+        assert optimum.converged
+        result = interior.interior_point(c, c.feasible_start, system)
+        vscale = max(1.0, np.abs(optimum.variables).max())
+        assert constraint_slack(c, result.x)[c.diode_is_constraint].min() >= -1e-9 * vscale
+        best, reach = polish._dissipation(c, optimum.variables)
+        assert abs(polish._dissipation(c, result.x)[0] - best) <= 1e-6 * max(1.0, abs(best)) + reach
+        solver = polish.SPDSolver(c.mesh_like, None, factorise=False)
+        restart = polish._iterate(c, result.x, result.conducting, 1e-10, solver, 50, None, 0, None)
+        assert restart.converged
+        np.testing.assert_allclose(restart.x, optimum.variables, atol=1e-8 * vscale)
+        checked += 1
+    assert checked >= 30
+
+
+def test_no_newton_system_without_diodes_to_decide_or_where_its_factor_fills_in(monkeypatch):
+    net = rg.Network(3)
+    net.add_resistor(1, 0, 1.0)
+    net.add_resistor(2, 1, 1.0)
+    assert interior.newton_system(net.compile()) is None
+    c = _dense(183, 20, 300).compile()
+    assert interior.newton_system(c) is not None
+    monkeypatch.setattr(interior, "MAX_FILL", 0.5)
+    assert interior.newton_system(c) is None
+
+
+@pytest.mark.parametrize("forecast_steps, hands_over", [(0, True), (10**9, False)])
+def test_the_iteration_hands_over_once_it_has_cost_what_the_method_would(monkeypatch, forecast_steps,
+                                                                          hands_over):
+    """The 290-node circuit on which the active-set iteration cycles after 24 steps: with the
+    method forecast to cost nothing, it takes over after ``INTERIOR_AFTER`` exact steps and the
+    iteration restarted from its conducting set ends at the optimum (no descent); forecast to cost
+    more than anything, it takes over only once the iteration cycles."""
+    c = _dense(183, 20, 300).compile()
+    monkeypatch.setattr(polish, "INTERIOR_STEPS", forecast_steps)
+    calls = []
+    original = polish.interior_point
+
+    def counted(*args):
+        result = original(*args)
+        calls.append(result.steps)
+        return result
+
+    def no_descent(*args):
+        raise AssertionError("the primal active-set method ran")
+
+    monkeypatch.setattr(polish, "interior_point", counted)
+    monkeypatch.setattr(polish, "_descend", no_descent)
+    steps = []
+    result = polish.polish(c, c.feasible_start, 1e-10, 1e-10, on_step=lambda i, changed, exact: steps.append(i))
+    assert result.converged and len(calls) == 1
+    first = polish.INTERIOR_AFTER if hands_over else 24
+    assert steps[first - 1] == first and steps[first] == first + calls[0] + 1
+    optimum = rg.solve(c, tol=1e-10)
+    np.testing.assert_allclose(result.x, optimum.variables, atol=1e-9 * max(1.0, np.abs(result.x).max()))
