@@ -312,3 +312,54 @@ def test_a_weakly_tied_node_is_held_to_tol_of_the_potentials_not_only_of_the_lar
     report = kkt_report(c, x, sol.diode_currents)
     assert report.kcl_excess / report.current_scale < 1e-9 < report.scaled
     assert report.drift > 0.5
+
+
+def _least_negative_total(num_nodes, tail, head, flow):
+    """The least total negative current of any split with ``flow``'s node balances: an LP over
+    the arcs' currents themselves (positive and negative parts), written independently of the
+    library's fundamental cycles and strongly connected components."""
+    import scipy.sparse as sp
+    from scipy.optimize import linprog
+    arcs = tail.size
+    incidence = sp.csr_matrix((np.r_[np.ones(arcs), -np.ones(arcs)],
+                               (np.r_[tail, head], np.r_[np.arange(arcs), np.arange(arcs)])), shape=(num_nodes, arcs))
+    result = linprog(np.r_[np.zeros(arcs), np.ones(arcs)], A_eq=sp.hstack([incidence, -incidence]).tocsr(),
+                     b_eq=incidence @ flow, bounds=(0, None), method="highs",
+                     options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
+    assert result.status == 0
+    return float(result.fun)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_loop_currents_are_split_with_the_least_negative_current(seed):
+    """Random directed multigraphs of conducting diodes (antiparallel pairs, directed loops, arcs
+    between them) with a spanning forest's currents: the split keeps every node's balance, and
+    its total negative current is the least any split has (an LP over the arcs themselves);
+    within strongly connected parts of the graph no current stays negative."""
+    from scipy.sparse.csgraph import connected_components
+    import scipy.sparse as sp
+    from resgraph.forest import spanning_forest, tree_flows
+    from resgraph.kkt import _balance_loops
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 40))
+    arcs = int(rng.integers(n, 4 * n))
+    tail, head = rng.integers(0, n, arcs), rng.integers(0, n, arcs)
+    keep = tail != head
+    tail, head = tail[keep], head[keep]
+    forest = spanning_forest(n, tail, head, np.array([0]))
+    excess = rng.normal(size=n)
+    for root in np.flatnonzero(forest.parent_edge < 0):       # trees other than 0's balance
+        if root != 0:
+            members = forest.root == root
+            excess[members] -= excess[members].mean()
+    flow, _ = tree_flows(forest, tail, head, excess, tail.size)
+    in_tree = np.zeros(tail.size, bool)
+    in_tree[forest.parent_edge[forest.parent_edge >= 0]] = True
+    balanced = _balance_loops(forest, tail, head, flow, np.flatnonzero(~in_tree))
+    divergence = lambda f: np.bincount(tail, f, n) - np.bincount(head, f, n)   # noqa: E731
+    np.testing.assert_allclose(divergence(balanced), divergence(flow), atol=1e-12)
+    least = _least_negative_total(n, tail, head, flow)
+    assert -balanced[balanced < 0].sum() <= least + 1e-8
+    _, component = connected_components(sp.csr_matrix((np.ones(tail.size), (tail, head)), shape=(n, n)),
+                                        directed=True, connection="strong")
+    assert np.all(balanced[component[tail] == component[head]] >= 0)
