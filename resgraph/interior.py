@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from .cholesky import DenseFill, NotPositiveDefinite
 from .compiled import CompiledNetwork
 from .kkt import current_scale
+from .linalg import rescue_bytes
 from .schur import SchurCholesky
 
 #: Newton steps at most.
@@ -42,7 +43,8 @@ STEP_TO_BOUNDARY = 0.99
 GAP_RTOL = 1e-15
 #: The factor of the Newton systems may hold this many entries per variable at most (the
 #: diodes' edges fill it beyond the polish's systems: 85-430 a row on 1e3-2.3e3-node random
-#: circuits with one to two diodes per node, 0.3-0.4 ms a factorisation).
+#: circuits with one to two diodes per node, 3-20 ms a factorisation), and its factorisation
+#: no more memory than a rescue of the polish's (:func:`resgraph.linalg.rescue_bytes`).
 MAX_FILL = 2_000
 
 
@@ -73,7 +75,9 @@ class NewtonSystem:
         self._inner = inner
         indptr = np.r_[0, np.cumsum(np.bincount(keys // n, minlength=n))]
         self.matrix = sp.csr_matrix((np.zeros(keys.size), keys % n, indptr), shape=(n, n))
-        self.factor = SchurCholesky(self.matrix, MAX_FILL)
+        self.factor = SchurCholesky(self.matrix, min(MAX_FILL, rescue_bytes() / 8 / max(n, 1)))
+        if self.factor.footprint > rescue_bytes():
+            raise DenseFill(f"a factorisation would take {self.factor.footprint} bytes")
         total = np.append(c.sweep.total_conductance, 0.0)
         #: Per diode, the larger total conductance of its two variables (siemens).
         self.strength = np.maximum(total[anode], total[cathode])
@@ -99,8 +103,9 @@ class NewtonSystem:
 
 
 def newton_system(c: CompiledNetwork) -> NewtonSystem | None:
-    """The analysed Newton system of ``c``; None where there is no diode to decide or its factor
-    would hold more than ``MAX_FILL`` entries per variable."""
+    """The analysed Newton system of ``c``; None where there is no diode to decide, or its factor
+    would hold more than ``MAX_FILL`` entries per variable or take more memory than
+    :func:`resgraph.linalg.rescue_bytes`."""
     if not np.any(c.diode_is_constraint):
         return None
     try:

@@ -260,9 +260,12 @@ def _least_negative_circulation(forest, tail, head, flow, loops):
     # minimise sum(u)  s.t.  flow + N t + u >= 0,  u >= 0; in units of the largest current, to
     # HiGHS's tightest tolerances (its defaults, 1e-7 absolute, left currents of -3e-8 A).
     scale = max(float(np.max(np.abs(flow))), 1e-300)
-    a_ub = sp.hstack([-cycles, -sp.identity(k)], format="csr")
-    result = linprog(np.r_[np.zeros(m), np.ones(k)], A_ub=a_ub, b_ub=flow[touched] / scale,
-                     bounds=[(None, None)] * m + [(0, None)] * k, method="highs", options=LP_TOLERANCES)
+    a_ub = sp.csr_matrix((np.r_[-vals, -np.ones(k)], (np.r_[local, np.arange(k)], np.r_[cols, m + np.arange(k)])),
+                         shape=(k, m + k))
+    bounds = np.zeros((m + k, 2))
+    bounds[:m, 0], bounds[:, 1] = -np.inf, np.inf
+    result = linprog(np.r_[np.zeros(m), np.ones(k)], A_ub=a_ub, b_ub=flow[touched] / scale, bounds=bounds,
+                     method="highs", options=LP_TOLERANCES)
     circulation = np.zeros(flow.size)
     if result.status == 0:
         circulation[touched] = scale * (cycles @ result.x[:m])
