@@ -1,7 +1,10 @@
 """Benchmark circuits: random graphs and 2-D lattices with diode clamps and a few sources.
 
 Every circuit has ``n`` free nodes (1..n), 8 voltage sources from ground to extra nodes wired into
-the graph, 4 current sources, and diodes from 10 % of the nodes to ground. Two regimes:
+the graph, 4 current sources, and diodes from 10 % of the nodes to ground. The kind ``diodes`` is
+the random graph with as many diodes again between random pairs of its nodes, either way round
+(loops and antiparallel pairs among them): coordinate descent stalls on them and the active-set
+polish has many to decide. Two regimes:
 
 * ``on``: sources at +-1 V and clamps enforcing ``v >= 0.5 V``: most clamps conduct (thousands
   of active diodes at 1e5 nodes, well conditioned);
@@ -38,9 +41,9 @@ def lattice_edges(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def benchmark_network(kind: str, n: int, regime: str, seed: int = 0) -> rg.Network:
-    """A benchmark circuit (see the module docstring); ``kind`` is "random" or "lattice"."""
+    """A benchmark circuit (see the module docstring); ``kind`` is "random", "lattice" or "diodes"."""
     rng = np.random.default_rng(seed)
-    if kind == "random":
+    if kind in ("random", "diodes"):
         a, b = random_graph_edges(n, rng)
     elif kind == "lattice":
         a, b = lattice_edges(n)
@@ -65,6 +68,10 @@ def benchmark_network(kind: str, n: int, regime: str, seed: int = 0) -> rg.Netwo
         volts = np.ones(NUM_VS)
         rail_volts = 2.0
         diodes = (clamped, np.full(clamped.size, rail))
+    if kind == "diodes":
+        pairs = rng.integers(1, n + 1, (n, 2))
+        pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+        diodes = (np.r_[diodes[0], pairs[:, 0]], np.r_[diodes[1], pairs[:, 1]])
     vs_plus = np.r_[src, [rail]]
     vs_volts = np.r_[volts, [rail_volts]]
     cs_nodes = rng.choice(np.arange(1, n + 1), (NUM_CS, 2))
