@@ -201,20 +201,23 @@ class _Handover:
     def __init__(self, c: CompiledNetwork) -> None:
         self._c = c
         self._began = time.perf_counter()
+        self._analysed = False
         self._system: NewtonSystem | None = None
         self._seconds: float | None = None       # the method's forecast time
 
     def system(self) -> NewtonSystem | None:
-        if self._seconds is None:
-            self._system = newton_system(self._c)
-            self._seconds = np.inf if self._system is None else INTERIOR_STEPS * self._system.step_seconds()
+        """The analysed Newton system (:func:`resgraph.interior.newton_system`), made once."""
+        if not self._analysed:
+            self._system, self._analysed = newton_system(self._c), True
         return self._system
 
     def due(self, exact: int) -> bool:
         """Whether the iteration, after ``exact`` exact steps, should hand over now."""
         if exact < INTERIOR_AFTER:
             return False
-        self.system()
+        if self._seconds is None:
+            system = self.system()
+            self._seconds = np.inf if system is None else INTERIOR_STEPS * system.step_seconds()
         return time.perf_counter() - self._began >= self._seconds
 
 
