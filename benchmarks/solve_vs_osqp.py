@@ -1,4 +1,5 @@
-"""resgraph against OSQP and PIQP on random graphs and 2-D lattices (see networks.py).
+"""resgraph against OSQP and PIQP on random graphs and 2-D lattices (see networks.py), and with
+``--kinds diodes`` on random graphs thick with diodes between free nodes.
 
 For each circuit, timed from the built Network: our time to a KKT residual of 1e-9 (compile +
 solve, numba backend), OSQP's time (compile + to_qp + setup + solve, eps_abs = eps_rel = 1e-5,
@@ -13,6 +14,7 @@ peers' alike, and the fastest is kept.
 
     python benchmarks/solve_vs_osqp.py                  # 1e3 .. 1e5 free nodes
     python benchmarks/solve_vs_osqp.py --sizes 1000000 --peer-timeout 600
+    python benchmarks/solve_vs_osqp.py --kinds diodes --sizes 1000 10000 --peer-timeout 60
 """
 from __future__ import annotations
 
