@@ -273,6 +273,46 @@ def _least_negative_circulation(forest, tail, head, flow, loops):
 
 
 @nb.njit(cache=True)
+def _arcs_at(num_nodes, ends, keep):
+    """CSR lists of the arcs ``keep`` at each node, by their ``ends`` (tails: arcs out; heads: in)."""
+    ptr = np.zeros(num_nodes + 1, np.int64)
+    for e in range(ends.size):
+        if keep[e]:
+            ptr[ends[e] + 1] += 1
+    ptr = np.cumsum(ptr)
+    arcs = np.empty(ptr[-1], np.int64)
+    fill = ptr[:-1].copy()
+    for e in range(ends.size):
+        if keep[e]:
+            arcs[fill[ends[e]]] = e
+            fill[ends[e]] += 1
+    return ptr, arcs
+
+
+@nb.njit(cache=True)
+def _search(start, ptr, arcs, far, reached, parent, order, count):
+    """Breadth-first from ``start`` along the arcs listed at each node (``ptr``, ``arcs``) to
+    their ``far`` ends: each node reached gets the arc it was reached by (``parent``) and its
+    place in ``order`` (after ``count`` places taken). Returns the places taken."""
+    reached[start] = True
+    order[count] = start
+    front = count
+    count += 1
+    while front < count:
+        k = order[front]
+        front += 1
+        for t in range(ptr[k], ptr[k + 1]):
+            e = arcs[t]
+            j = far[e]
+            if not reached[j]:
+                reached[j] = True
+                parent[j] = e
+                order[count] = j
+                count += 1
+    return count
+
+
+@nb.njit(cache=True)
 def _within_components(num_nodes, tail, head, component, flow, extra):
     """Reroute and raise, in place, the currents ``flow`` of the arcs ``tail -> head`` within
     each strongly connected ``component``: first each node's ``extra`` outflow (amperes; summing
@@ -280,24 +320,11 @@ def _within_components(num_nodes, tail, head, component, flow, extra):
     reach it; then every arc still negative is raised to zero by circulation around a directed
     loop through it (that tree from its head to the root, and a tree of arcs from the root back
     to its tail), which raises every other arc it passes."""
-    arcs = tail.size
-    out_ptr = np.zeros(num_nodes + 1, np.int64)
-    in_ptr = np.zeros(num_nodes + 1, np.int64)
-    for e in range(arcs):
-        if component[tail[e]] == component[head[e]]:
-            out_ptr[tail[e] + 1] += 1
-            in_ptr[head[e] + 1] += 1
-    out_ptr = np.cumsum(out_ptr)
-    in_ptr = np.cumsum(in_ptr)
-    out_arcs = np.empty(out_ptr[-1], np.int64)
-    in_arcs = np.empty(in_ptr[-1], np.int64)
-    out_fill, in_fill = out_ptr[:-1].copy(), in_ptr[:-1].copy()
-    for e in range(arcs):
-        if component[tail[e]] == component[head[e]]:
-            out_arcs[out_fill[tail[e]]] = e
-            out_fill[tail[e]] += 1
-            in_arcs[in_fill[head[e]]] = e
-            in_fill[head[e]] += 1
+    inside = np.empty(tail.size, np.bool_)
+    for e in range(tail.size):
+        inside[e] = component[tail[e]] == component[head[e]]
+    out_ptr, out_arcs = _arcs_at(num_nodes, tail, inside)
+    in_ptr, in_arcs = _arcs_at(num_nodes, head, inside)
     # Per component, from its first node: ``to_root[k]``, an arc from k one step nearer the root
     # (a search along arcs backwards); ``from_root[k]``, an arc into k from one step nearer.
     to_root = np.full(num_nodes, -1, np.int64)
@@ -308,64 +335,34 @@ def _within_components(num_nodes, tail, head, component, flow, extra):
     reached_from = np.zeros(num_nodes, np.bool_)
     count_to = count_from = 0
     for start in range(num_nodes):
-        if reached_to[start]:
-            continue
-        reached_to[start] = reached_from[start] = True
-        to_order[count_to] = start
-        count_to += 1
-        front = count_to - 1
-        while front < count_to:
-            k = to_order[front]
-            front += 1
-            for t in range(in_ptr[k], in_ptr[k + 1]):
-                e = in_arcs[t]
-                j = tail[e]
-                if not reached_to[j]:
-                    reached_to[j] = True
-                    to_root[j] = e
-                    to_order[count_to] = j
-                    count_to += 1
-        from_order[count_from] = start
-        count_from += 1
-        front = count_from - 1
-        while front < count_from:
-            k = from_order[front]
-            front += 1
-            for t in range(out_ptr[k], out_ptr[k + 1]):
-                e = out_arcs[t]
-                j = head[e]
-                if not reached_from[j]:
-                    reached_from[j] = True
-                    from_root[j] = e
-                    from_order[count_from] = j
-                    count_from += 1
+        if not reached_to[start]:
+            count_to = _search(start, in_ptr, in_arcs, tail, reached_to, to_root, to_order, count_to)
+            count_from = _search(start, out_ptr, out_arcs, head, reached_from, from_root, from_order, count_from)
     # Each node's extra outflow, carried to the root (the arc above a node takes its subtree's).
-    carried = extra.copy()
-    for t in range(num_nodes - 1, -1, -1):
-        k = to_order[t]
-        e = to_root[k]
-        if e >= 0:
-            flow[e] += carried[k]
-            carried[head[e]] += carried[k]
+    _carry(to_order, to_root, head, extra.copy(), flow)
     # Arcs still negative: their deficit goes round head -> root -> tail.
     up = np.zeros(num_nodes)
     down = np.zeros(num_nodes)
-    for e in range(arcs):
-        if component[tail[e]] == component[head[e]] and flow[e] < 0.0:
+    for e in range(tail.size):
+        if inside[e] and flow[e] < 0.0:
             up[head[e]] -= flow[e]
             down[tail[e]] -= flow[e]
             flow[e] = 0.0
-    for t in range(num_nodes - 1, -1, -1):
-        k = to_order[t]
-        e = to_root[k]
+    _carry(to_order, to_root, head, up, flow)
+    _carry(from_order, from_root, tail, down, flow)
+
+
+@nb.njit(cache=True)
+def _carry(order, parent, far, amount, flow):
+    """Add to ``flow`` each node's ``amount`` carried along the tree of ``parent`` arcs (to
+    their ``far`` ends), leaves first (``order`` reversed): an arc carries its subtree's total.
+    ``amount`` is used up."""
+    for t in range(order.size - 1, -1, -1):
+        k = order[t]
+        e = parent[k]
         if e >= 0:
-            flow[e] += up[k]
-            up[head[e]] += up[k]
-        k = from_order[t]
-        e = from_root[k]
-        if e >= 0:
-            flow[e] += down[k]
-            down[tail[e]] += down[k]
+            flow[e] += amount[k]
+            amount[far[e]] += amount[k]
 
 
 def current_scale(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray | None = None) -> float:
