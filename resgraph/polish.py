@@ -15,7 +15,10 @@ its own, the pair is not. The polish treats the set of conducting diodes as unkn
 While the active set is still changing the solves are loose (``ROUGH_RTOL``, then ``LOOSE_RTOL``):
 they only steer it, until it stops changing or stops settling (``LOOSE_PATIENCE``).
 On these M-matrix problems it typically settles in a handful of solves, and the polish stops only
-when the KKT conditions hold after a tight solve, so the answer is the true optimum.
+when the KKT conditions hold after a tight solve, so the answer is the true optimum. An active
+set that passes with diodes carrying currents negative beyond rounding (within ``tol`` of the
+largest current: over many decades they can hold a weakly tied island off its potential) is
+tried once more without them, and that answer kept where it passes too.
 
 With many diodes between free nodes the iteration can cycle (a 286-node random circuit with 255
 of them: 18 steps switching 2-87 diodes each, then a state seen before, at every retry), or
@@ -242,6 +245,7 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
     first_changes = previous_changes = fewest = None
     patience = LOOSE_PATIENCE
     exact = 0
+    tidied, passed = False, None
     for iteration in range(iteration + 1, iteration + max_iterations + 1):
         if not loose:
             # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
@@ -285,6 +289,18 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
             active = update
             continue
         if _passes(c, x, lam, rounding, active, tol):
+            # Diodes carrying negative current beyond rounding, within tol of the largest
+            # current, hold their ends at zero voltage where the optimum may not: where dropping
+            # them also passes, that answer is the better one (once).
+            negative = active & (lam < -rounding)
+            if not tidied and negative.any():
+                tidied, passed = True, (x, lam, active)
+                active = active & ~negative
+                continue
+            x, lam, report = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
+            return PolishResult(x, lam, iteration, True, report)
+        if passed is not None:
+            x, lam, active = passed
             x, lam, report = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
             return PolishResult(x, lam, iteration, True, report)
         active = update
