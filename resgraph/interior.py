@@ -51,7 +51,6 @@ MAX_FILL = 2_000
 @dataclass
 class InteriorResult:
     x: np.ndarray            # free variables' potentials, volts (feasible only to the method's accuracy)
-    currents: np.ndarray     # per diode, amperes (zero for diodes that are not constraints)
     conducting: np.ndarray   # bool per diode: the conducting set it names
     steps: int
 
@@ -180,10 +179,8 @@ def interior_point(c: CompiledNetwork, x: np.ndarray, system: NewtonSystem,
         x += alpha * dx
         lam += alpha * dlam
         t += alpha * dt
-    currents = np.zeros(c.diode_offset.size)
-    currents[idx] = lam
     conducting = np.zeros(c.diode_offset.size, bool)
     # Conducting: a current larger, relative to the currents in play, than its voltage, relative
     # to the potentials.
     conducting[idx] = lam / iscale > t / vscale
-    return InteriorResult(x, currents, conducting, step)
+    return InteriorResult(x, conducting, step)
