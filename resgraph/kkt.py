@@ -18,7 +18,7 @@ import numpy as np
 
 from .compiled import CompiledNetwork
 from .csr import row_products
-from .forest import components, forest_of_touched, spanning_forest, tree_flows
+from .forest import _flows, components, forest_of_touched, spanning_forest, tree_flows
 
 #: Rounding allowance of a variable's KCL imbalance, in units of ``eps`` (float64) times the sum
 #: of the magnitudes of its terms (see :class:`KKTReport`).
@@ -338,31 +338,26 @@ def _within_components(num_nodes, tail, head, component, flow, extra):
         if not reached_to[start]:
             count_to = _search(start, in_ptr, in_arcs, tail, reached_to, to_root, to_order, count_to)
             count_from = _search(start, out_ptr, out_arcs, head, reached_from, from_root, from_order, count_from)
-    # Each node's extra outflow, carried to the root (the arc above a node takes its subtree's).
-    _carry(to_order, to_root, head, extra.copy(), flow)
-    # Arcs still negative: their deficit goes round head -> root -> tail.
+    # Each node's extra outflow, carried to the root along the first tree (the arc above a node
+    # takes its subtree's: the forest's tree flows).
+    moved = np.zeros(tail.size)
+    _flows(to_order, to_root, tail, head, extra, moved)
+    flow += moved
+    # Arcs still negative: their deficit goes round head -> root (the first tree) -> tail (the
+    # second, whose arcs point away from the root: a demand there is a negative excess).
     up = np.zeros(num_nodes)
     down = np.zeros(num_nodes)
     for e in range(tail.size):
         if inside[e] and flow[e] < 0.0:
             up[head[e]] -= flow[e]
-            down[tail[e]] -= flow[e]
+            down[tail[e]] += flow[e]
             flow[e] = 0.0
-    _carry(to_order, to_root, head, up, flow)
-    _carry(from_order, from_root, tail, down, flow)
-
-
-@nb.njit(cache=True)
-def _carry(order, parent, far, amount, flow):
-    """Add to ``flow`` each node's ``amount`` carried along the tree of ``parent`` arcs (to
-    their ``far`` ends), leaves first (``order`` reversed): an arc carries its subtree's total.
-    ``amount`` is used up."""
-    for t in range(order.size - 1, -1, -1):
-        k = order[t]
-        e = parent[k]
-        if e >= 0:
-            flow[e] += amount[k]
-            amount[far[e]] += amount[k]
+    moved[:] = 0.0
+    _flows(to_order, to_root, tail, head, up, moved)
+    flow += moved
+    moved[:] = 0.0
+    _flows(from_order, from_root, tail, head, down, moved)
+    flow += moved
 
 
 def current_scale(c: CompiledNetwork, x: np.ndarray, lam: np.ndarray | None = None) -> float:

@@ -297,9 +297,9 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
                 tidied, passed = True, (x, lam, active)
                 active = active & ~negative
                 continue
-            x, lam, report = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
-            return PolishResult(x, lam, iteration, True, report)
+            passed = (x, lam, active)
         if passed is not None:
+            # This step's answer, or the one before a tidying step that did not pass.
             x, lam, active = passed
             x, lam, report = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
             return PolishResult(x, lam, iteration, True, report)
