@@ -16,9 +16,10 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from .circulation import least_negative_flow
 from .compiled import CompiledNetwork
 from .csr import row_products
-from .forest import _flows, components, forest_of_touched, spanning_forest, tree_flows
+from .forest import _flows, components, forest_of_touched, tree_flows
 
 #: Rounding allowance of a variable's KCL imbalance, in units of ``eps`` (float64) times the sum
 #: of the magnitudes of its terms (see :class:`KKTReport`).
@@ -26,10 +27,6 @@ ROUNDING_ULPS = 64.0
 EPS = float(np.finfo(np.float64).eps)
 #: The same allowance as a fraction of those magnitudes.
 ROUNDING_ALLOWANCE = ROUNDING_ULPS * EPS
-
-
-#: HiGHS's tolerances for the LP that splits current around loops of conducting diodes.
-LP_TOLERANCES = {"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10}
 
 
 @dataclass(frozen=True)
@@ -89,11 +86,12 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, touche
 
     The active diodes are spanned by a forest rooted at the fixed potentials; each tree's
     currents follow from the excess of its nodes. Where active diodes close loops the split is
-    not unique: the current around each loop is chosen (a small LP over the cycle space) to make
-    the total negative current as small as possible, so a valid split is found whenever one
-    exists. Inactive diodes carry zero. ``touched_forest``: :func:`forest_of_touched`'s result
-    for the active diodes, where the caller has it (the polish's solve). With ``rounding``,
-    returns ``(currents, rounding)``, the second per diode as :func:`current_rounding` gives it.
+    not unique: the current around each loop is chosen (a min-cost flow,
+    :mod:`resgraph.circulation`) to make the total negative current as small as possible, so a
+    valid split is found whenever one exists. Inactive diodes carry zero. ``touched_forest``:
+    :func:`forest_of_touched`'s result for the active diodes, where the caller has it (the
+    polish's solve). With ``rounding``, returns ``(currents, rounding)``, the second per diode as
+    :func:`current_rounding` gives it.
     """
     lam = np.zeros(c.diode_offset.size)
     idx = np.flatnonzero(active & c.diode_is_constraint)
@@ -103,11 +101,9 @@ def diode_currents(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, touche
     products, magnitude = _row_terms(c, nodes, x)
     excess = np.append(c.sweep.source[nodes[:-1]] - products, 0.0)
     flow, _ = tree_flows(forest, tail, head, excess, idx.size)
-    in_tree = np.zeros(idx.size, bool)
-    in_tree[forest.parent_edge[forest.parent_edge >= 0]] = True
-    loops = np.flatnonzero(~in_tree)
-    if loops.size and np.any(flow < 0):
-        flow = _balance_loops(forest, tail, head, flow, loops)
+    closes_loops = np.count_nonzero(forest.parent_edge >= 0) < idx.size
+    if closes_loops and np.any(flow < 0):
+        flow = _balance_loops(forest.order.size, tail, head, flow)
     lam[idx] = flow
     if not rounding:
         return lam
@@ -166,78 +162,26 @@ def _cluster_rounding(c, idx, touched_forest, magnitude):
     return per_diode, per_variable, cluster
 
 
-@nb.njit(cache=True)
-def _loop_cycles(order, parent_edge, tail, head, loops):
-    """The fundamental cycle of each loop edge ``loops[j]`` of a forest: one ampere through it,
-    tail to head, back along the forest's path from its head to its tail. Returns COO arrays
-    ``(edge, loop, sign)``: +1 where the cycle runs an edge tail to head, -1 against it. (Built
-    in Python, edge by edge, they took a third of the split's time on a circuit with 1.6e3
-    loops: 24 of 75 ms.)"""
-    parent = np.arange(order.size)
-    depth = np.zeros(order.size, np.int64)
-    for t in range(order.size):                  # (root-first: a parent before its children)
-        k = order[t]
-        e = parent_edge[k]
-        if e >= 0:
-            parent[k] = head[e] if tail[e] == k else tail[e]
-            depth[k] = depth[parent[k]] + 1
-    count = loops.size
-    for j in range(loops.size):
-        a, b = head[loops[j]], tail[loops[j]]
-        while a != b:
-            if depth[a] >= depth[b]:
-                a = parent[a]
-            else:
-                b = parent[b]
-            count += 1
-    edge = np.empty(count, np.int64)
-    loop = np.empty(count, np.int64)
-    sign = np.empty(count)
-    s = 0
-    for j in range(loops.size):
-        edge[s], loop[s], sign[s] = loops[j], j, 1.0
-        s += 1
-        a, b = head[loops[j]], tail[loops[j]]      # up from the head, and from the tail, to where they meet
-        while a != b:
-            if depth[a] >= depth[b]:
-                e = parent_edge[a]
-                edge[s], loop[s], sign[s] = e, j, 1.0 if tail[e] == a else -1.0
-                a = parent[a]
-            else:
-                e = parent_edge[b]
-                edge[s], loop[s], sign[s] = e, j, -1.0 if tail[e] == b else 1.0
-                b = parent[b]
-            s += 1
-    return edge, loop, sign
-
-
-def _balance_loops(forest, tail, head, flow, loops):
+def _balance_loops(num_nodes, tail, head, flow):
     """Add circulation around loops of active diodes to minimise the total negative current.
 
     Every diode of a strongly connected component of the active diodes (anode -> cathode) lies
     on a directed loop of them, around which positive circulation raises its current and no
-    other's: only the diodes between components can stay negative. So the LP (over the
-    fundamental cycles, the total negative current its objective) runs on the graph of the
-    components alone, and the currents within each are then rerouted to balance its nodes and
-    made non-negative (:func:`_within_components`). (Dense-diode circuits, 1e3-2.3e3 nodes: 520
-    loops an LP on average, 180 between components.)"""
+    other's: only the diodes between components can stay negative. So the least negative split
+    (:mod:`resgraph.circulation`) is sought on the graph of the components alone, and the
+    currents within each are then rerouted to balance its nodes and made non-negative
+    (:func:`_within_components`). (Dense-diode circuits, 1e3-2.3e3 nodes: 520 loops on average,
+    180 between components.)"""
     from scipy.sparse.csgraph import connected_components
     import scipy.sparse as sp
 
-    num_nodes = forest.order.size
     arcs = sp.csr_matrix((np.ones(tail.size), (tail, head)), shape=(num_nodes, num_nodes))
     count, component = connected_components(arcs, directed=True, connection="strong")
     between = np.flatnonzero(component[tail] != component[head])
     balanced = flow.copy()
     if between.size and np.any(flow[between] < 0):
-        outer_tail, outer_head = component[tail[between]], component[head[between]]
-        outer = spanning_forest(count, outer_tail, outer_head)
-        in_tree = np.zeros(between.size, bool)
-        in_tree[outer.parent_edge[outer.parent_edge >= 0]] = True
-        outer_loops = np.flatnonzero(~in_tree)
-        if outer_loops.size:
-            balanced[between] += _least_negative_circulation(outer, outer_tail, outer_head, flow[between],
-                                                             outer_loops)
+        balanced[between] = least_negative_flow(count, component[tail[between]], component[head[between]],
+                                                flow[between])
     if between.size < tail.size:
         # The change of the currents between components unbalances the nodes where they enter
         # and leave one: the currents within it carry the difference.
@@ -245,31 +189,6 @@ def _balance_loops(forest, tail, head, flow, loops):
         unbalance = np.bincount(tail, shift, num_nodes) - np.bincount(head, shift, num_nodes)
         _within_components(num_nodes, tail, head, component, balanced, -unbalance)
     return balanced
-
-
-def _least_negative_circulation(forest, tail, head, flow, loops):
-    """The circulation (around the fundamental ``loops`` of ``forest``) that minimises the total
-    negative current of ``flow + circulation`` (an LP); zero where the LP fails."""
-    import scipy.sparse as sp
-    from scipy.optimize import linprog
-
-    rows, cols, vals = _loop_cycles(forest.order, forest.parent_edge, tail, head, loops)
-    touched, local = np.unique(rows, return_inverse=True)
-    cycles = sp.csr_matrix((vals, (local, cols)), shape=(touched.size, loops.size))
-    m, k = loops.size, touched.size
-    # minimise sum(u)  s.t.  flow + N t + u >= 0,  u >= 0; in units of the largest current, to
-    # HiGHS's tightest tolerances (its defaults, 1e-7 absolute, left currents of -3e-8 A).
-    scale = max(float(np.max(np.abs(flow))), 1e-300)
-    a_ub = sp.csr_matrix((np.r_[-vals, -np.ones(k)], (np.r_[local, np.arange(k)], np.r_[cols, m + np.arange(k)])),
-                         shape=(k, m + k))
-    bounds = np.zeros((m + k, 2))
-    bounds[:m, 0], bounds[:, 1] = -np.inf, np.inf
-    result = linprog(np.r_[np.zeros(m), np.ones(k)], A_ub=a_ub, b_ub=flow[touched] / scale, bounds=bounds,
-                     method="highs", options=LP_TOLERANCES)
-    circulation = np.zeros(flow.size)
-    if result.status == 0:
-        circulation[touched] = scale * (cycles @ result.x[:m])
-    return circulation
 
 
 @nb.njit(cache=True)

@@ -245,7 +245,7 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
     first_changes = previous_changes = fewest = None
     patience = LOOSE_PATIENCE
     exact = 0
-    tidied, passed = False, None
+    passed = None
     for iteration in range(iteration + 1, iteration + max_iterations + 1):
         if not loose:
             # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
@@ -291,13 +291,13 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
         if _passes(c, x, lam, rounding, active, tol):
             # Diodes carrying negative current beyond rounding, within tol of the largest
             # current, hold their ends at zero voltage where the optimum may not: where dropping
-            # them also passes, that answer is the better one (once).
+            # them also passes, that answer is the better one (again while some are left: the
+            # active set shrinks each time).
+            passed = (x, lam, active)
             negative = active & (lam < -rounding)
-            if not tidied and negative.any():
-                tidied, passed = True, (x, lam, active)
+            if negative.any():
                 active = active & ~negative
                 continue
-            passed = (x, lam, active)
         if passed is not None:
             # This step's answer, or the one before a tidying step that did not pass.
             x, lam, active = passed

@@ -59,7 +59,7 @@ def test_no_newton_system_without_diodes_to_decide_or_where_its_factor_fills_in(
 @pytest.mark.parametrize("forecast_steps, hands_over", [(0, True), (10**9, False)])
 def test_the_iteration_hands_over_once_it_has_cost_what_the_method_would(monkeypatch, forecast_steps,
                                                                           hands_over):
-    """The 290-node circuit on which the active-set iteration cycles after 26 steps: with the
+    """The 290-node circuit on which the active-set iteration cycles after 25 steps: with the
     method forecast to cost nothing, it takes over after ``INTERIOR_AFTER`` exact steps and the
     iteration restarted from its conducting set ends at the optimum (no descent); forecast to cost
     more than anything, it takes over only once the iteration cycles."""
@@ -81,7 +81,7 @@ def test_the_iteration_hands_over_once_it_has_cost_what_the_method_would(monkeyp
     steps = []
     result = polish.polish(c, c.feasible_start, 1e-10, 1e-10, on_step=lambda i, changed, exact: steps.append(i))
     assert result.converged and len(calls) == 1
-    first = polish.INTERIOR_AFTER if hands_over else 26
+    first = polish.INTERIOR_AFTER if hands_over else 25
     assert steps[first - 1] == first and steps[first] == first + calls[0] + 1
     optimum = rg.solve(c, tol=1e-10)
     np.testing.assert_allclose(result.x, optimum.variables, atol=1e-9 * max(1.0, np.abs(result.x).max()))
