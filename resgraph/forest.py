@@ -77,6 +77,23 @@ def _bfs_forest(num_nodes, tail, head, first_roots):
     return order, parent_edge, root
 
 
+@nb.njit(cache=True)
+def arcs_at(num_nodes, ends, keep):
+    """CSR lists of the arcs ``keep`` at each node, by their ``ends`` (tails: arcs out; heads: in)."""
+    ptr = np.zeros(num_nodes + 1, np.int64)
+    for e in range(ends.size):
+        if keep[e]:
+            ptr[ends[e] + 1] += 1
+    ptr = np.cumsum(ptr)
+    arcs = np.empty(ptr[-1], np.int64)
+    fill = ptr[:-1].copy()
+    for e in range(ends.size):
+        if keep[e]:
+            arcs[fill[ends[e]]] = e
+            fill[ends[e]] += 1
+    return ptr, arcs
+
+
 @nb.njit(cache=True, inline="always")
 def _root(parent, a):
     """Union-find: the root of ``a``, halving the path on the way."""

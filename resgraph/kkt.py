@@ -19,7 +19,7 @@ import numpy as np
 from .circulation import least_negative_flow
 from .compiled import CompiledNetwork
 from .csr import row_products
-from .forest import _flows, components, forest_of_touched, tree_flows
+from .forest import _flows, arcs_at, components, forest_of_touched, tree_flows
 
 #: Rounding allowance of a variable's KCL imbalance, in units of ``eps`` (float64) times the sum
 #: of the magnitudes of its terms (see :class:`KKTReport`).
@@ -192,23 +192,6 @@ def _balance_loops(num_nodes, tail, head, flow):
 
 
 @nb.njit(cache=True)
-def _arcs_at(num_nodes, ends, keep):
-    """CSR lists of the arcs ``keep`` at each node, by their ``ends`` (tails: arcs out; heads: in)."""
-    ptr = np.zeros(num_nodes + 1, np.int64)
-    for e in range(ends.size):
-        if keep[e]:
-            ptr[ends[e] + 1] += 1
-    ptr = np.cumsum(ptr)
-    arcs = np.empty(ptr[-1], np.int64)
-    fill = ptr[:-1].copy()
-    for e in range(ends.size):
-        if keep[e]:
-            arcs[fill[ends[e]]] = e
-            fill[ends[e]] += 1
-    return ptr, arcs
-
-
-@nb.njit(cache=True)
 def _search(start, ptr, arcs, far, reached, parent, order, count):
     """Breadth-first from ``start`` along the arcs listed at each node (``ptr``, ``arcs``) to
     their ``far`` ends: each node reached gets the arc it was reached by (``parent``) and its
@@ -242,8 +225,8 @@ def _within_components(num_nodes, tail, head, component, flow, extra):
     inside = np.empty(tail.size, np.bool_)
     for e in range(tail.size):
         inside[e] = component[tail[e]] == component[head[e]]
-    out_ptr, out_arcs = _arcs_at(num_nodes, tail, inside)
-    in_ptr, in_arcs = _arcs_at(num_nodes, head, inside)
+    out_ptr, out_arcs = arcs_at(num_nodes, tail, inside)
+    in_ptr, in_arcs = arcs_at(num_nodes, head, inside)
     # Per component, from its first node: ``to_root[k]``, an arc from k one step nearer the root
     # (a search along arcs backwards); ``from_root[k]``, an arc into k from one step nearer.
     to_root = np.full(num_nodes, -1, np.int64)

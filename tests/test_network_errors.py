@@ -172,3 +172,35 @@ def test_parallel_coupled_diodes_keep_the_tightest_constraint():
         net.add_diode(anode, cathode)
     with pytest.raises(rg.InfeasibleDiodeError):
         net.compile()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_least_path_weights_match_bellman_ford(seed):
+    """The feasible start's difference constraints: the queue-based Bellman-Ford gives SciPy's
+    distances (from a source joined to every node at weight 0) and finds the same negative
+    loops."""
+    import scipy.sparse as sp
+    from scipy.sparse import csgraph
+    from resgraph.compiled import _least_path_weights
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 40))
+    m = int(rng.integers(1, 3 * n))
+    tail, head = rng.integers(0, n, m), rng.integers(0, n, m)
+    keep = tail != head
+    tail, head = tail[keep], head[keep]
+    weight = rng.normal(size=tail.size) + (1.0 if seed % 2 else 0.3)   # odd seeds: mostly no negative loop
+    dist, bounded = _least_path_weights(n, tail, head, weight)
+    graph = sp.coo_matrix((np.r_[weight, np.zeros(n)], (np.r_[tail, np.full(n, n)], np.r_[head, np.arange(n)])),
+                          shape=(n + 1, n + 1))
+    first = {}
+    for t, h, w in zip(graph.row, graph.col, graph.data):   # parallel arcs: the lightest
+        first[t, h] = min(w, first.get((t, h), np.inf))
+    keys = np.array(list(first)).reshape(-1, 2)
+    graph = sp.csr_matrix((np.array(list(first.values())), (keys[:, 0], keys[:, 1])), shape=(n + 1, n + 1))
+    try:
+        expected = csgraph.bellman_ford(graph, indices=n)[:n]
+    except csgraph.NegativeCycleError:
+        assert not bounded
+        return
+    assert bounded
+    np.testing.assert_allclose(dist, expected, atol=1e-12)
