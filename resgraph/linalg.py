@@ -171,6 +171,54 @@ def _csr_matvec(indptr, indices, data, x):
     return out
 
 
+@nb.njit(cache=True)
+def _jacobi_cg(indptr, indices, data, inverse_diagonal, rhs, start, target, iterations, probe, budget, margin,
+               initial):
+    """Jacobi-preconditioned CG on the CSR matrix from ``start`` until the (recurrence)
+    residual's norm is below ``target`` or ``iterations`` are done, watched as :func:`_watch`
+    watches SciPy's: it stops after ``budget`` iterations, or after ``probe`` where its rate from
+    the residual ``initial`` forecasts more than that (``margin`` times the iterations still
+    needed). Returns ``(x, stopped)``. The same steps as ``scipy.sparse.linalg.cg``, compiled:
+    on systems below ``PARALLEL_MIN`` rows SciPy's loop spends more per iteration in Python
+    than the product takes (1e3-node diode-dense circuits: 60-90 us against 3 us)."""
+    n = rhs.size
+    x = start.copy()
+    r = rhs - _serial_matvec(indptr, indices, data, x)
+    p = np.zeros(n)
+    rho_previous = 1.0
+    for count in range(1, iterations + 1):
+        if np.sqrt(np.dot(r, r)) < target:
+            return x, False
+        z = inverse_diagonal * r
+        rho = np.dot(r, z)
+        p = z + (rho / rho_previous) * p if count > 1 else z
+        q = _serial_matvec(indptr, indices, data, p)
+        alpha = rho / np.dot(p, q)
+        x += alpha * p
+        r -= alpha * q
+        rho_previous = rho
+        if count == probe:
+            true = rhs - _serial_matvec(indptr, indices, data, x)
+            residual = max(np.sqrt(np.dot(true, true)), 1e-300)
+            progress = max(np.log10(max(initial, 1e-300) / residual), 1e-300) / count
+            if count + margin * np.log10(residual / target) / progress > budget:
+                return x, True
+        elif count >= budget:
+            return x, True
+    return x, False
+
+
+@nb.njit(cache=True)
+def _serial_matvec(indptr, indices, data, x):
+    out = np.empty(indptr.size - 1)
+    for i in range(indptr.size - 1):
+        total = 0.0
+        for t in range(indptr[i], indptr[i + 1]):
+            total += data[t] * x[indices[t]]
+        out[i] = total
+    return out
+
+
 def _cg(matrix: sp.csr_matrix, product, rhs: np.ndarray, start: np.ndarray, target: float,
         preconditioner, iterations: int) -> tuple[np.ndarray, float, int, float]:
     """CG on ``product`` (``matrix`` as an operator) from ``start`` until the residual's norm is
@@ -484,8 +532,15 @@ class SPDSolver:
             budget = int(min(setup + np.log10(max(initial, 1e-300) / target) / rate * cycle, EXPANDER_ITERATIONS))
             jacobi = _operator(n, lambda r: inverse_diagonal * r)
             try:
-                y = sla.cg(product, rhs, x0=guess, rtol=0.0, atol=target, M=jacobi, maxiter=EXPANDER_ITERATIONS,
-                           callback=_watch(matrix, rhs, initial, target, budget, FORECAST_MARGIN))[0]
+                if n < PARALLEL_MIN:
+                    y, stopped = _jacobi_cg(matrix.indptr, matrix.indices, matrix.data, inverse_diagonal, rhs,
+                                            np.asarray(guess, np.float64), target, EXPANDER_ITERATIONS,
+                                            PROBE_ITERATIONS, budget, FORECAST_MARGIN, initial)
+                    if stopped:
+                        raise _Handover(y)
+                else:
+                    y = sla.cg(product, rhs, x0=guess, rtol=0.0, atol=target, M=jacobi, maxiter=EXPANDER_ITERATIONS,
+                               callback=_watch(matrix, rhs, initial, target, budget, FORECAST_MARGIN))[0]
                 if target <= tight:
                     return y
                 # Rounding's floor set the target: on until every row is settled too (a random

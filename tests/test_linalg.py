@@ -479,3 +479,34 @@ def test_rows_that_cg_cannot_settle_are_refined_alone(monkeypatch):
         assert solver._support and not solver._rescued
         assert excess.max() <= 1e-11
     assert refined
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_compiled_jacobi_cg_takes_scipys_steps(seed):
+    """``linalg._jacobi_cg`` against ``scipy.sparse.linalg.cg`` with the same preconditioner on a
+    random grounded graph Laplacian: the same iterate when both reach the target, and after
+    ``budget`` iterations where it stops there."""
+    import scipy.sparse.linalg as sla
+    from resgraph.linalg import _jacobi_cg
+    rng = np.random.default_rng(seed)
+    n = 400
+    a, b = rng.integers(0, n, 4 * n), rng.integers(0, n, 4 * n)
+    keep = a != b
+    g = 10.0 ** rng.uniform(-2, 2, keep.sum())
+    off = sp.coo_matrix((-g, (a[keep], b[keep])), shape=(n, n))
+    off = (off + off.T).tocsr()
+    matrix = (off + sp.diags(-np.asarray(off.sum(axis=1)).ravel() + 1e-2 * rng.random(n))).tocsr()
+    rhs, start = rng.normal(size=n), rng.normal(size=n)
+    inverse = 1.0 / matrix.diagonal()
+    initial = float(np.linalg.norm(matrix @ start - rhs))
+    target = 1e-10 * np.linalg.norm(rhs)
+    expected = sla.cg(matrix, rhs, x0=start, rtol=0.0, atol=target, M=sp.diags(inverse), maxiter=5000)[0]
+    y, stopped = _jacobi_cg(matrix.indptr, matrix.indices, matrix.data, inverse, rhs, start, target, 5000,
+                                   10**6, 10**6, 1.0, initial)
+    assert not stopped and np.linalg.norm(matrix @ y - rhs) < 1.01 * target
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    after = sla.cg(matrix, rhs, x0=start, rtol=0.0, atol=target, M=sp.diags(inverse), maxiter=12)[0]
+    y, stopped = _jacobi_cg(matrix.indptr, matrix.indices, matrix.data, inverse, rhs, start, target, 5000,
+                                   10**6, 12, 1.0, initial)
+    assert stopped
+    np.testing.assert_allclose(y, after, rtol=0, atol=1e-9 * np.abs(after).max())
