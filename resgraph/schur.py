@@ -321,6 +321,12 @@ class SchurCholesky:
         return self._inner.fill * self._keep.size / max(self._new.size, 1)
 
     @property
+    def flops(self) -> float:
+        """Floating-point operations of a factorisation of ``S`` (:attr:`Cholesky.flops`; the
+        elimination of the independent set costs next to nothing beside it)."""
+        return self._inner.flops
+
+    @property
     def footprint(self) -> int:
         """Bytes a factorisation takes at most: :attr:`Cholesky.footprint` of ``S``'s, plus
         ``S`` and the values of the matrix kept for the solves."""

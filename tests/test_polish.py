@@ -72,13 +72,31 @@ def test_a_numerically_indefinite_system_ends_unconverged_not_in_an_exception():
     assert np.all(np.isfinite(solution.potentials))
 
 
-def test_an_active_set_iteration_that_cycles_hands_over_to_a_descent(monkeypatch):
+def test_an_iteration_about_to_cycle_switches_one_diode_instead(monkeypatch):
     """A 290-node random circuit over six decades with 4 diodes per node: from the feasible start
-    the active-set iteration comes back to a state it has seen after 25 steps (26 with the split
-    of loop currents HiGHS chose among equally good ones; and from coordinate descent's point,
-    at every retry: 1e5 sweeps, KKT 0.43, 200 s, unconverged). Where the
-    interior-point method is not available (its Newton systems would fill in too much), the
-    primal active-set method it hands over to ends at the optimum."""
+    the active-set iteration came back to a state it had seen after 25 steps (and from
+    coordinate descent's point, at every retry: 1e5 sweeps, KKT 0.43, 200 s, unconverged).
+    Switching only the diode furthest from its condition there, it ends at the optimum after 28
+    steps, with no other method."""
+    rng = np.random.default_rng(183)
+    net = dense_diode_network(rng, int(rng.integers(20, 300)), 6.0)
+    c = net.compile()
+    monkeypatch.setattr(polish, "newton_system", lambda c: None)
+
+    def no_descent(*args):
+        raise AssertionError("the primal active-set method ran")
+
+    monkeypatch.setattr(polish, "_descend", no_descent)
+    result = polish.polish(c, c.feasible_start, 1e-10, 1e-10)
+    assert result.converged and result.iterations == 28
+    solution = rg.solve(net, tol=1e-10)
+    np.testing.assert_allclose(solution.potentials, c.potentials(result.x), atol=1e-9 * max(1.0, np.abs(result.x).max()))
+
+
+def test_an_iteration_out_of_steps_hands_over_to_a_descent(monkeypatch):
+    """The same circuit given 20 steps: where the interior-point method is not available (its
+    Newton systems would fill in too much), the primal active-set method it hands over to ends
+    at the optimum."""
     rng = np.random.default_rng(183)
     net = dense_diode_network(rng, int(rng.integers(20, 300)), 6.0)
     c = net.compile()
@@ -91,8 +109,8 @@ def test_an_active_set_iteration_that_cycles_hands_over_to_a_descent(monkeypatch
         return original(*args)
 
     monkeypatch.setattr(polish, "_descend", counted)
-    result = polish.polish(c, c.feasible_start, 1e-10, 1e-10)
-    assert result.converged and descents == [25]
+    result = polish.polish(c, c.feasible_start, 1e-10, 1e-10, max_iterations=20)
+    assert result.converged and descents == [20]
     solution = rg.solve(net, tol=1e-10)
     assert solution.converged
     check_kirchhoff(net, solution, rtol=1e-8)
