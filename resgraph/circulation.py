@@ -91,6 +91,11 @@ def _simplex(num_nodes, tail, head, flow):
                     entering, push = e, (1.0 if rise < 0 else -1.0)
                     break
         if entering < 0:
+            # The final tree's currents afresh from the balances: pushed round cycles pivot
+            # after pivot, large currents left rounding errors at nodes whose own are small
+            # (16 decades: 2e-9 A at a node tied by 5e-5 S, 4.6e-5 V of drift).
+            current[:] = 0.0
+            _flows(np.argsort(depth, kind="stable"), parent_edge, tail, head, excess, current)
             return current
         # Current ``push`` through the entering arc returns along the tree path from where it
         # arrives to where it left; the tree arc first driven to zero (on its basic side) leaves.

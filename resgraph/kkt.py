@@ -180,8 +180,12 @@ def _balance_loops(num_nodes, tail, head, flow):
     between = np.flatnonzero(component[tail] != component[head])
     balanced = flow.copy()
     if between.size and np.any(flow[between] < 0):
-        balanced[between] = least_negative_flow(count, component[tail[between]], component[head[between]],
-                                                flow[between])
+        split = least_negative_flow(count, component[tail[between]], component[head[between]], flow[between])
+        # Where a current changed by no more than rounding's reach (the split recomputes every
+        # current between components), it keeps its value: rerouting that noise through weakly
+        # tied nodes drifted them (16 decades: 2e-9 A at a node tied by 5e-5 S, 4.6e-5 V).
+        moved = np.abs(split - flow[between]) > ROUNDING_ALLOWANCE * float(np.max(np.abs(flow[between])))
+        balanced[between[moved]] = split[moved]
     if between.size < tail.size:
         # The change of the currents between components unbalances the nodes where they enter
         # and leave one: the currents within it carry the difference.
