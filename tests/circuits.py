@@ -157,3 +157,18 @@ def diode_lattice(rng: np.random.Generator, side: int) -> rg.Network:
     cs = rng.choice(np.arange(1, n + 1), (10, 2))
     return rg.Network.from_arrays(n + 3, resistors=(a, b, g), diodes=(anode, cathode), voltage_sources=sources,
                                   current_sources=(cs[:, 0], cs[:, 1], rng.uniform(-1, 1, 10)))
+
+
+def least_negative_total(num_nodes: int, tail: np.ndarray, head: np.ndarray, flow: np.ndarray) -> float:
+    """The least total negative current of any currents on the arcs ``tail -> head`` with
+    ``flow``'s node balances: HiGHS on the arcs' positive and negative parts, written
+    independently of the library's network simplex and strongly connected components."""
+    from scipy.optimize import linprog
+    arcs = tail.size
+    incidence = sp.csr_matrix((np.r_[np.ones(arcs), -np.ones(arcs)],
+                               (np.r_[tail, head], np.r_[np.arange(arcs), np.arange(arcs)])), shape=(num_nodes, arcs))
+    result = linprog(np.r_[np.zeros(arcs), np.ones(arcs)], A_eq=sp.hstack([incidence, -incidence]).tocsr(),
+                     b_eq=incidence @ flow, bounds=(0, None), method="highs",
+                     options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
+    assert result.status == 0
+    return float(result.fun)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import resgraph as rg
-from circuits import check_kirchhoff, random_network
+from circuits import check_kirchhoff, least_negative_total, random_network
 from resgraph.kkt import EPS, ROUNDING_ULPS, carrying, constraint_slack, current_rounding, kkt_report
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
@@ -287,22 +287,6 @@ def test_a_weakly_tied_node_is_held_to_tol_of_the_potentials_not_only_of_the_lar
     assert report.drift > 0.5
 
 
-def _least_negative_total(num_nodes, tail, head, flow):
-    """The least total negative current of any split with ``flow``'s node balances: an LP over
-    the arcs' currents themselves (positive and negative parts), written independently of the
-    library's fundamental cycles and strongly connected components."""
-    import scipy.sparse as sp
-    from scipy.optimize import linprog
-    arcs = tail.size
-    incidence = sp.csr_matrix((np.r_[np.ones(arcs), -np.ones(arcs)],
-                               (np.r_[tail, head], np.r_[np.arange(arcs), np.arange(arcs)])), shape=(num_nodes, arcs))
-    result = linprog(np.r_[np.zeros(arcs), np.ones(arcs)], A_eq=sp.hstack([incidence, -incidence]).tocsr(),
-                     b_eq=incidence @ flow, bounds=(0, None), method="highs",
-                     options={"primal_feasibility_tolerance": 1e-10, "dual_feasibility_tolerance": 1e-10})
-    assert result.status == 0
-    return float(result.fun)
-
-
 @pytest.mark.parametrize("seed", range(40))
 def test_loop_currents_are_split_with_the_least_negative_current(seed):
     """Random directed multigraphs of conducting diodes (antiparallel pairs, directed loops, arcs
@@ -329,7 +313,7 @@ def test_loop_currents_are_split_with_the_least_negative_current(seed):
     balanced = _balance_loops(n, tail, head, flow)
     divergence = lambda f: np.bincount(tail, f, n) - np.bincount(head, f, n)   # noqa: E731
     np.testing.assert_allclose(divergence(balanced), divergence(flow), atol=1e-12)
-    least = _least_negative_total(n, tail, head, flow)
+    least = least_negative_total(n, tail, head, flow)
     assert -balanced[balanced < 0].sum() <= least + 1e-8
     _, component = connected_components(sp.csr_matrix((np.ones(tail.size), (tail, head)), shape=(n, n)),
                                         directed=True, connection="strong")
