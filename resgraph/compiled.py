@@ -289,12 +289,12 @@ def _least_path_weights(num_nodes, tail, head, weight):
     (so at most 0), by Bellman-Ford with a queue of the nodes whose distance fell, which stops
     once none does (SciPy's ``bellman_ford`` always runs its V passes over every edge: 10 ms of
     a 1e3-node compile, 0.6 s at 1e4); and False where a loop of negative weight makes them
-    unbounded (a node's distance fell more times than there are nodes)."""
+    unbounded (a node's least path so far has as many arcs as there are nodes: it repeats one)."""
     indptr, out = arcs_at(num_nodes, tail, np.ones(tail.size, np.bool_))
     dist = np.zeros(num_nodes)
     queue = np.arange(num_nodes)                  # (circular: each node in it at most once)
     queued = np.ones(num_nodes, np.bool_)
-    fell = np.zeros(num_nodes, np.int64)
+    arcs = np.zeros(num_nodes, np.int64)          # arcs of each node's least path so far
     front, size = 0, num_nodes
     while size:
         k = queue[front]
@@ -306,15 +306,14 @@ def _least_path_weights(num_nodes, tail, head, weight):
             j = head[e]
             if dist[k] + weight[e] < dist[j]:
                 dist[j] = dist[k] + weight[e]
-                fell[j] += 1
-                if fell[j] > num_nodes:
+                arcs[j] = arcs[k] + 1
+                if arcs[j] >= num_nodes:
                     return dist, False
                 if not queued[j]:
                     queued[j] = True
                     queue[(front + size) % num_nodes] = j
                     size += 1
     return dist, True
-
 
 
 def _colours(num_free, coupling, diode_a, diode_c, net, node_var, roots, colouring):

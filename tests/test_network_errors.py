@@ -204,3 +204,17 @@ def test_least_path_weights_match_bellman_ford(seed):
         return
     assert bounded
     np.testing.assert_allclose(dist, expected, atol=1e-12)
+
+
+def test_least_path_weights_without_a_loop_are_bounded_however_often_a_distance_falls():
+    """Five nodes, no loop at all, parallel arcs 0 -> 1: node 1's distance falls more times than
+    there are nodes (counting falls, as a first version did, called that a negative loop)."""
+    from resgraph.compiled import _least_path_weights
+    tail = np.array([2, 2, 2, 0, 0, 0])
+    head = np.array([3, 1, 0, 1, 1, 1])
+    weight = np.array([-2.8221690029307016, -3.5093364840773846, -93.673949574702, -0.5525000971604223,
+                       -32.58848781147014, -38.40372633390561])
+    dist, bounded = _least_path_weights(5, tail, head, weight)
+    assert bounded
+    np.testing.assert_allclose(dist, [-93.673949574702, -93.673949574702 - 38.40372633390561, 0.0,
+                                      -2.8221690029307016, 0.0])
