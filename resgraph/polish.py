@@ -322,6 +322,8 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
             # from its condition instead (amperes: a negative current, or the current its
             # reverse voltage would drive through its variables), unless that was seen too.
             changed = np.flatnonzero(update != active)
+            if changed.size == 0:
+                break
             amperes = np.where(active, -lam, -conductance * slack)[changed]
             update = active.copy()
             update[changed[np.argmax(amperes)]] ^= True
