@@ -104,7 +104,11 @@ def _simplex(num_nodes, tail, head, flow):
         a, b = arrive, leave
         while a != b:
             e, sign, a, b = _cycle_step(a, b, parent, parent_edge, depth, tail, head)
-            room = current[e] if (forward[e] and sign < 0) else (-current[e] if (not forward[e] and sign > 0) else np.inf)
+            room = np.inf                             # how far its basic part may fall
+            if forward[e] and sign < 0:
+                room = current[e]
+            elif not forward[e] and sign > 0:
+                room = -current[e]
             if room < amount or (room == amount and e < leaving):
                 amount, leaving = room, e
         if leaving < 0:                               # unbounded: cannot happen (cost >= 0)
@@ -122,7 +126,8 @@ def _simplex(num_nodes, tail, head, flow):
             inside = parent[inside]
         in_tree[leaving], in_tree[entering] = False, True
         forward[entering] = push > 0
-        _hang(arrive if inside == below else leave, entering, parent, parent_edge, depth, potential, indptr, arcs, tail, head, in_tree, forward)
+        _hang(arrive if inside == below else leave, entering, parent, parent_edge, depth, potential, indptr, arcs,
+              tail, head, in_tree, forward)
 
 
 def least_negative_flow(num_nodes: int, tail: np.ndarray, head: np.ndarray, flow: np.ndarray) -> np.ndarray:
