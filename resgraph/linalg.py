@@ -210,6 +210,9 @@ def _jacobi_cg(indptr, indices, data, inverse_diagonal, rhs, start, target, iter
 
 @nb.njit(cache=True)
 def _serial_matvec(indptr, indices, data, x):
+    """:func:`_csr_matvec` on one thread, for :func:`_jacobi_cg`: compiled code with ``cache=True``
+    must not call a parallel function (see ``tests/test_numba_cache.py``), and on the systems it
+    serves threads would cost more than they save."""
     out = np.empty(indptr.size - 1)
     for i in range(indptr.size - 1):
         total = 0.0

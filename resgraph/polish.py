@@ -18,7 +18,7 @@ On these M-matrix problems it typically settles in a handful of solves, and the 
 when the KKT conditions hold after a tight solve, so the answer is the true optimum. An active
 set that passes with diodes carrying currents negative beyond rounding (within ``tol`` of the
 largest current: over many decades they can hold a weakly tied island off its potential) is
-tried once more without them, and that answer kept where it passes too.
+tried again without them, for as long as the answer still passes, and the last that passes kept.
 
 With many diodes between free nodes the iteration can cycle (a 286-node random circuit with 255
 of them: 18 steps switching 2-87 diodes each, then a state seen before, at every retry), or
@@ -26,12 +26,14 @@ crawl (a 2.3e3-node one with 4e3: 45 steps switching 2-50 each). Then an interio
 (:mod:`resgraph.interior`) names the conducting set, a few dozen Newton steps however many diodes
 switch, and the iteration starts again from it (1-9 steps on such circuits). It takes over once
 the iteration has cost what the method would (:class:`_Handover`), or at once where the
-iteration cycles. Where its Newton systems would fill in too much, or the restarted iteration
-does not settle either, a primal active-set method can take over from the polish's feasible
-start (:func:`_descend`): it keeps every diode satisfied, lowers the dissipation at every step
-and so never revisits a working set, and ends at the optimum. It takes a solve per diode that
-joins or leaves its working set, where the iteration from a better start often settles in a
-few: ``solve`` asks for it from its second polish on.
+iteration cycles (where its next set was seen before it first switches only the diode furthest
+from its condition, and cycles only if that set was seen too). Where its Newton systems would
+fill in too much, or the restarted iteration does not settle either, a primal active-set method
+can take over from the polish's feasible start (:func:`_descend`): it keeps every diode
+satisfied, lowers the dissipation at every step and so never revisits a working set, and ends
+at the optimum. It takes a solve per diode that joins or leaves its working set, where the
+iteration from a better start often settles in a few: ``solve`` asks for it from its second
+polish on.
 """
 from __future__ import annotations
 
