@@ -10,8 +10,12 @@ many diodes switch, and its systems are conductance matrices again: each Newton 
 
 the network with every diode replaced by a resistor of conductance ``D`` (its current over its
 reverse voltage, ``lam`` amperes, ``t`` volts). Their sparsity pattern is fixed, so one analysis
-of a sparse Cholesky factorisation (:mod:`resgraph.schur`) serves every step. Its answer is not
-exact: it only names the conducting set (diodes whose current, relative to the currents in play,
+of a sparse Cholesky factorisation (:mod:`resgraph.schur`) serves every step. Where that factor
+would fill in too much (random circuits thick with diodes, from a few 1e4 nodes on), CG with the
+polish's preconditioners solves them instead (:class:`resgraph.linalg.SPDSolver`): a 3e4-node
+circuit with 3.3e4 diodes had no other way than the primal active-set method, 12066 solves in
+276 s; its 23 Newton steps by CG took 8 s and the iteration restarted from their set 10 steps.
+Its answer is not exact: it only names the conducting set (diodes whose current, relative to the currents in play,
 exceeds their voltage, relative to the potentials), from which the polish's iteration then
 finishes exactly and certifies.
 
@@ -31,7 +35,7 @@ import scipy.sparse as sp
 from .cholesky import DenseFill, NotPositiveDefinite
 from .compiled import CompiledNetwork
 from .kkt import current_scale
-from .linalg import rescue_bytes
+from .linalg import SPDSolver, rescue_bytes
 from .schur import SchurCholesky
 
 #: Newton steps at most.
@@ -44,8 +48,21 @@ GAP_RTOL = 1e-15
 #: The factor of the Newton systems may hold this many entries per variable at most (the
 #: diodes' edges fill it beyond the polish's systems: 85-430 a row on 1e3-2.3e3-node random
 #: circuits with one to two diodes per node, 3-20 ms a factorisation), and its factorisation
-#: no more memory than a rescue of the polish's (:func:`resgraph.linalg.rescue_bytes`).
+#: no more memory than a rescue of the polish's (:func:`resgraph.linalg.rescue_bytes`); beyond,
+#: the systems are solved by CG (:class:`resgraph.linalg.SPDSolver`) to ``CG_RTOL``.
 MAX_FILL = 2_000
+CG_RTOL = 1e-10
+#: With CG, no diode's conductance ``D`` exceeds this many times its variables' total
+#: conductance: the multigrid's coarse levels sum the conductances of groups of variables, and
+#: the sum of those around a group then drowns in the rounding of those within it (a 3e4-node
+#: circuit thick with diodes: a coarse diagonal not positive). Beyond, ``D`` is a Newton
+#: step's approximation of the diodes' barrier.
+CG_CONDUCTANCE_RANGE = 1e8
+#: The method also stops where neither the gap nor the residuals (the largest of them, relative)
+#: has fallen below ``STALL_FALL`` times its least for ``STALL_STEPS`` steps: inexact directions
+#: (CG, or rounding) have taken it as far as they can.
+STALL_FALL = 0.5
+STALL_STEPS = 10
 #: Floating-point operations a second that no factorisation reaches (this 2-core machine:
 #: 0.4-33e9 measured, 20e9 on a 1e4-node circuit thick with diodes), for a lower bound of a
 #: Newton step's time known from the analysis alone.
@@ -78,9 +95,15 @@ class NewtonSystem:
         self._inner = inner
         indptr = np.r_[0, np.cumsum(np.bincount(keys // n, minlength=n))]
         self.matrix = sp.csr_matrix((np.zeros(keys.size), keys % n, indptr), shape=(n, n))
-        self.factor = SchurCholesky(self.matrix, min(MAX_FILL, rescue_bytes() / 8 / max(n, 1)))
-        if self.factor.footprint > rescue_bytes():
-            raise DenseFill(f"a factorisation would take {self.factor.footprint} bytes")
+        #: The factorisation, or None where CG (``_cg``) solves the systems.
+        self.factor: SchurCholesky | None = None
+        self._cg: SPDSolver | None = None
+        try:
+            self.factor = SchurCholesky(self.matrix, min(MAX_FILL, rescue_bytes() / 8 / max(n, 1)))
+            if self.factor.footprint > rescue_bytes():
+                raise DenseFill(f"a factorisation would take {self.factor.footprint} bytes")
+        except DenseFill:
+            self.factor, self._cg = None, SPDSolver(False, factorise=False)
         total = np.append(c.sweep.total_conductance, 0.0)
         #: Per diode, the larger total conductance of its two variables (siemens).
         self.strength = np.maximum(total[anode], total[cathode])
@@ -91,11 +114,25 @@ class NewtonSystem:
         d, inner = conductance, self._inner
         values = np.r_[self._q_data, d, d[inner], -d[inner], -d[inner]]
         self.matrix.data = np.bincount(self._position, values, self.matrix.nnz)
-        self.factor.factorise(self.matrix)
+        if self.factor is not None:
+            self.factor.factorise(self.matrix)
+
+    def solve(self, rhs: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
+        """The solution of the last factorised system for ``rhs`` (amperes); CG starts from
+        ``guess`` (volts; default zero)."""
+        if self.factor is not None:
+            return self.factor.solve(rhs)
+        return self._cg.solve(self.matrix, rhs, np.zeros_like(rhs) if guess is None else guess, CG_RTOL, np.inf)
+
+    def conductances(self, lam: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """``D = lam / t`` (siemens), within ``CG_CONDUCTANCE_RANGE`` where CG solves."""
+        d = lam / t
+        return d if self.factor is not None else np.minimum(d, CG_CONDUCTANCE_RANGE * self.strength)
 
     def least_step_seconds(self) -> float:
-        """Seconds a Newton step takes at least: its factorisation's flops at ``PEAK_FLOPS``."""
-        return self.factor.flops / PEAK_FLOPS
+        """Seconds a Newton step takes at least: its factorisation's flops at ``PEAK_FLOPS``
+        (none known for CG)."""
+        return 0.0 if self.factor is None else self.factor.flops / PEAK_FLOPS
 
     def step_seconds(self) -> float:
         """Seconds a Newton step takes, measured: a factorisation and two solves, after a first
@@ -104,21 +141,16 @@ class NewtonSystem:
         began = time.perf_counter()
         self.factorise(2.0 * self.strength)
         rhs = np.ones(self.matrix.shape[0])
-        self.factor.solve(rhs)
-        self.factor.solve(rhs)
+        self.solve(rhs)
+        self.solve(rhs)
         return time.perf_counter() - began
 
 
 def newton_system(c: CompiledNetwork) -> NewtonSystem | None:
-    """The analysed Newton system of ``c``; None where there is no diode to decide, or its factor
-    would hold more than ``MAX_FILL`` entries per variable or take more memory than
-    :func:`resgraph.linalg.rescue_bytes`."""
+    """The analysed Newton system of ``c``; None where there is no diode to decide."""
     if not np.any(c.diode_is_constraint):
         return None
-    try:
-        return NewtonSystem(c)
-    except DenseFill:
-        return None
+    return NewtonSystem(c)
 
 
 def interior_point(c: CompiledNetwork, x: np.ndarray, system: NewtonSystem,
@@ -141,10 +173,10 @@ def interior_point(c: CompiledNetwork, x: np.ndarray, system: NewtonSystem,
     def g_transpose(u):                            # G' u, amperes per variable
         return (np.bincount(anode, u, n + 1) - np.bincount(cathode, u, n + 1))[:n]
 
-    def direction(d, dual, primal, target):
+    def direction(d, dual, primal, target, guess=None):
         """Newton step towards KCL, ``G x + t = w`` and ``lam t = target`` (watts per diode)."""
         r = lam * t - target
-        dx = system.factor.solve(-dual - g_transpose(d * primal - r / t))
+        dx = system.solve(-dual - g_transpose(d * primal - r / t), guess)
         dlam = d * (g(dx) + primal) - r / t
         return dx, dlam, -(r + t * dlam) / lam
 
@@ -159,6 +191,7 @@ def interior_point(c: CompiledNetwork, x: np.ndarray, system: NewtonSystem,
     # potentials' scale from conducting.
     t = np.maximum(w - g(x), 0.1 * vscale)
     lam = system.strength * t
+    least, stalled = np.inf, 0
     for step in range(1, MAX_STEPS + 1):
         dual = q @ x - source + g_transpose(lam)            # KCL residual, amperes
         primal = g(x) + t - w                               # volts
@@ -168,21 +201,30 @@ def interior_point(c: CompiledNetwork, x: np.ndarray, system: NewtonSystem,
         if (mu <= GAP_RTOL * iscale * vscale and np.max(np.abs(dual), initial=0.0) <= GAP_RTOL * iscale
                 and np.max(np.abs(primal)) <= GAP_RTOL * vscale):
             break
+        gap = mu / (iscale * vscale)
+        # Progress: the gap and the residuals together (from an infeasible start the gap can
+        # rise while the residuals fall).
+        error = max(gap, float(np.max(np.abs(dual), initial=0.0)) / iscale, float(np.max(np.abs(primal))) / vscale)
+        stalled = 0 if error < STALL_FALL * least else stalled + 1
+        least = min(least, error)
+        if stalled >= STALL_STEPS:
+            break
         if on_step is not None:
-            on_step(step, mu / (iscale * vscale))
-        d = lam / t
+            on_step(step, gap)
+        d = system.conductances(lam, t)
         try:
             system.factorise(d)
+            # Mehrotra: the affine step (target 0) forecasts how far the gap can fall; the
+            # corrector aims at a share of it, with the affine step's second-order term.
+            dx, dlam, dt = direction(d, dual, primal, np.zeros(idx.size))
+            alpha = longest(dlam, dt)
+            sigma = (float((lam + alpha * dlam) @ (t + alpha * dt)) / idx.size / mu) ** 3 if mu > 0 else 0.0
+            dx, dlam, dt = direction(d, dual, primal, sigma * mu - dlam * dt, dx)
         except NotPositiveDefinite:
+            # (A factorisation's pivot, or a multigrid's coarse diagonal, not positive.)
             if step == 1:
                 return None
             break
-        # Mehrotra: the affine step (target 0) forecasts how far the gap can fall; the corrector
-        # aims at a share of it, with the affine step's second-order term.
-        dx, dlam, dt = direction(d, dual, primal, np.zeros(idx.size))
-        alpha = longest(dlam, dt)
-        sigma = (float((lam + alpha * dlam) @ (t + alpha * dt)) / idx.size / mu) ** 3 if mu > 0 else 0.0
-        dx, dlam, dt = direction(d, dual, primal, sigma * mu - dlam * dt)
         alpha = min(1.0, STEP_TO_BOUNDARY * longest(dlam, dt))
         x += alpha * dx
         lam += alpha * dlam

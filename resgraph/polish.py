@@ -27,9 +27,8 @@ crawl (a 2.3e3-node one with 4e3: 45 steps switching 2-50 each). Then an interio
 switch, and the iteration starts again from it (1-9 steps on such circuits). It takes over once
 the iteration has cost what the method would (:class:`_Handover`), or at once where the
 iteration cycles (where its next set was seen before it first switches only the diode furthest
-from its condition, and cycles only if that set was seen too). Where its Newton systems would
-fill in too much, or the restarted iteration does not settle either, a primal active-set method
-can take over from the polish's feasible start (:func:`_descend`): it keeps every diode
+from its condition, and cycles only if that set was seen too). Where the restarted iteration
+does not settle either, a primal active-set method can take over from the polish's feasible start (:func:`_descend`): it keeps every diode
 satisfied, lowers the dissipation at every step and so never revisits a working set, and ends
 at the optimum. It takes a solve per diode that joins or leaves its working set, where the
 iteration from a better start often settles in a few: ``solve`` asks for it from its second
@@ -205,8 +204,7 @@ class _Handover:
     """When the iteration hands over to the interior-point method: once it has taken
     ``INTERIOR_AFTER`` exact steps and as long as the method would take (its Newton step,
     measured, times ``INTERIOR_STEPS``), so that neither costs more than twice the better
-    choice; at once where it cycles even switching one diode at a time. Networks whose Newton
-    systems fill in too much never do."""
+    choice; at once where it cycles even switching one diode at a time."""
 
     def __init__(self, c: CompiledNetwork) -> None:
         self._c = c
