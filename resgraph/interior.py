@@ -15,9 +15,9 @@ would fill in too much (random circuits thick with diodes, from a few 1e4 nodes 
 polish's preconditioners solves them instead (:class:`resgraph.linalg.SPDSolver`): a 3e4-node
 circuit with 3.3e4 diodes had no other way than the primal active-set method, 12066 solves in
 276 s; its 23 Newton steps by CG took 8 s and the iteration restarted from their set 10 steps.
-Its answer is not exact: it only names the conducting set (diodes whose current, relative to the currents in play,
-exceeds their voltage, relative to the potentials), from which the polish's iteration then
-finishes exactly and certifies.
+Its answer is not exact: it only names the conducting set (diodes whose current, relative to
+the currents in play, exceeds their voltage, relative to the potentials), from which the
+polish's iteration then finishes exactly and certifies.
 
 Sign conventions as in :mod:`resgraph.kkt`: ``G x <= w`` row by row (``x[anode] - x[cathode]``,
 volts), ``t = w - G x >= 0`` each diode's reverse voltage, ``lam >= 0`` its current, anode to
@@ -51,6 +51,7 @@ GAP_RTOL = 1e-15
 #: no more memory than a rescue of the polish's (:func:`resgraph.linalg.rescue_bytes`); beyond,
 #: the systems are solved by CG (:class:`resgraph.linalg.SPDSolver`) to ``CG_RTOL``.
 MAX_FILL = 2_000
+#: Those CG solves' residual relative to the currents at a typical variable (root mean square).
 CG_RTOL = 1e-10
 #: With CG, no diode's conductance ``D`` exceeds this many times its variables' total
 #: conductance: the multigrid's coarse levels sum the conductances of groups of variables, and
@@ -135,8 +136,8 @@ class NewtonSystem:
         return 0.0 if self.factor is None else self.factor.flops / PEAK_FLOPS
 
     def step_seconds(self) -> float:
-        """Seconds a Newton step takes, measured: a factorisation and two solves, after a first
-        factorisation (which also allocates the factor's memory: up to 3x slower)."""
+        """Seconds a Newton step takes, measured: a factorisation (with CG: the matrix alone) and
+        two solves, after a first factorisation (which also allocates the factor's memory: up to 3x slower)."""
         self.factorise(self.strength)
         began = time.perf_counter()
         self.factorise(2.0 * self.strength)

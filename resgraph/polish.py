@@ -28,11 +28,11 @@ switch, and the iteration starts again from it (1-9 steps on such circuits). It 
 the iteration has cost what the method would (:class:`_Handover`), or at once where the
 iteration cycles (where its next set was seen before it first switches only the diode furthest
 from its condition, and cycles only if that set was seen too). Where the restarted iteration
-does not settle either, a primal active-set method can take over from the polish's feasible start (:func:`_descend`): it keeps every diode
-satisfied, lowers the dissipation at every step and so never revisits a working set, and ends
-at the optimum. It takes a solve per diode that joins or leaves its working set, where the
-iteration from a better start often settles in a few: ``solve`` asks for it from its second
-polish on.
+does not settle either, a primal active-set method can take over from the polish's feasible
+start (:func:`_descend`): it keeps every diode satisfied, lowers the dissipation at every step
+and so never revisits a working set, and ends at the optimum. It takes a solve per diode that
+joins or leaves its working set, where the iteration from a better start often settles in a few:
+``solve`` asks for it from its second polish on.
 """
 from __future__ import annotations
 
