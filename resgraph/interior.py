@@ -199,13 +199,12 @@ def interior_point(c: CompiledNetwork, x: np.ndarray, system: NewtonSystem,
         mu = float(lam @ t) / idx.size
         iscale = max(current_scale(c, x), float(np.max(lam)))
         vscale = max(1.0, float(np.max(np.abs(x), initial=0.0)))
-        if (mu <= GAP_RTOL * iscale * vscale and np.max(np.abs(dual), initial=0.0) <= GAP_RTOL * iscale
-                and np.max(np.abs(primal)) <= GAP_RTOL * vscale):
-            break
         gap = mu / (iscale * vscale)
         # Progress: the gap and the residuals together (from an infeasible start the gap can
         # rise while the residuals fall).
         error = max(gap, float(np.max(np.abs(dual), initial=0.0)) / iscale, float(np.max(np.abs(primal))) / vscale)
+        if error <= GAP_RTOL:
+            break
         stalled = 0 if error < STALL_FALL * least else stalled + 1
         least = min(least, error)
         if stalled >= STALL_STEPS:

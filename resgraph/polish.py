@@ -262,7 +262,7 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
     for iteration in range(iteration + 1, iteration + max_iterations + 1):
         if not loose:
             # (Only exactly solved states: an inexact one may lead elsewhere when solved exactly.)
-            seen.add(np.packbits(np.r_[active, prefer]).tobytes())
+            seen.add(_state(active, prefer))
         rtol = (ROUGH_RTOL if rough else LOOSE_RTOL) if loose else TIGHT_RTOL
         solved, touched_forest = _solve_with_active(c, x, active, prefer, solver, rtol)
         if solved is None:
@@ -317,7 +317,7 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
             x, lam, report = _held_in_volts(c, x, np.where(active, lam, 0.0), active, prefer, solver, tol)
             return PolishResult(x, lam, iteration, True, report)
         exact += 1
-        if np.packbits(np.r_[update, prefer]).tobytes() in seen:
+        if _state(update, prefer) in seen:
             # A state seen before: the iteration would cycle. Switch only the diode furthest
             # from its condition instead (amperes: a negative current, or the current its
             # reverse voltage would drive through its variables), unless that was seen too.
@@ -327,12 +327,17 @@ def _iterate(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, tol: float, 
             amperes = np.where(active, -lam, -conductance * slack)[changed]
             update = active.copy()
             update[changed[np.argmax(amperes)]] ^= True
-            if np.packbits(np.r_[update, prefer]).tobytes() in seen:
+            if _state(update, prefer) in seen:
                 break
         active = update
         if handover is not None and handover.due(exact):
             break
     return PolishResult(x, lam, iteration, False)
+
+
+def _state(active: np.ndarray, prefer: np.ndarray) -> bytes:
+    """The iteration's state (its active set, and the diodes preferred in its forests) as a key."""
+    return np.packbits(np.r_[active, prefer]).tobytes()
 
 
 def _passes(c: CompiledNetwork, x: np.ndarray, currents: np.ndarray, rounding: np.ndarray, active: np.ndarray,
