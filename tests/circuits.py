@@ -159,6 +159,15 @@ def diode_lattice(rng: np.random.Generator, side: int) -> rg.Network:
                                   current_sources=(cs[:, 0], cs[:, 1], rng.uniform(-1, 1, 10)))
 
 
+def random_arcs(rng: np.random.Generator, num_nodes: int, most: int) -> tuple[np.ndarray, np.ndarray]:
+    """Between 1 and ``most - 1`` random arcs ``tail -> head`` among ``num_nodes`` nodes, those
+    that would join a node to itself left out (parallel and antiparallel arcs kept)."""
+    arcs = int(rng.integers(1, most))
+    tail, head = rng.integers(0, num_nodes, arcs), rng.integers(0, num_nodes, arcs)
+    keep = tail != head
+    return tail[keep], head[keep]
+
+
 def least_negative_total(num_nodes: int, tail: np.ndarray, head: np.ndarray, flow: np.ndarray) -> float:
     """The least total negative current of any currents on the arcs ``tail -> head`` with
     ``flow``'s node balances: HiGHS on the arcs' positive and negative parts, written

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from circuits import least_negative_total
+from circuits import least_negative_total, random_arcs
 from resgraph.circulation import least_negative_flow
 
 
@@ -13,10 +13,7 @@ def test_the_split_keeps_the_balances_and_is_least_negative(seed):
     degenerate (Bland's rule must still end)."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(2, 60))
-    arcs = int(rng.integers(1, 4 * n))
-    tail, head = rng.integers(0, n, arcs), rng.integers(0, n, arcs)
-    keep = tail != head
-    tail, head = tail[keep], head[keep]
+    tail, head = random_arcs(rng, n, 4 * n)
     flow = rng.integers(-3, 4, tail.size).astype(float) if seed % 2 else rng.normal(size=tail.size)
     split = least_negative_flow(n, tail, head, flow)
     divergence = lambda f: np.bincount(tail, f, n) - np.bincount(head, f, n)   # noqa: E731
