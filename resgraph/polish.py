@@ -41,12 +41,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import scipy.sparse as sp
 
 from .cholesky import NotPositiveDefinite
 from .compiled import CompiledNetwork
-from .csr import clamp_rows, cluster_drive, contract
-from .forest import forest_of_touched, potentials_along
+from .clusters import Clusters
 from .interior import NewtonSystem, interior_point, newton_system
 from .kkt import ROUNDING_ALLOWANCE, KKTReport, constraint_slack, current_scale, diode_currents, kkt_report
 from .linalg import SPDSolver
@@ -92,19 +90,6 @@ class PolishResult:
     report: KKTReport | None = None    # the certificate of (x, currents), where already measured
 
 
-def _reduced_matrix(q: sp.csr_matrix, root: np.ndarray, unknown: np.ndarray, merged: bool) -> sp.csr_matrix:
-    """``P' Q P`` in the rows of the cluster roots, identity in every other row (see below);
-    ``merged``: whether any two free variables are in one cluster."""
-    n = root.size
-    if not merged and unknown.all():
-        return q            # (nothing fixed or merged: Q itself, which is never written to)
-    if not merged:
-        # No two free variables merged: keep Q's structure, zero what touches fixed variables.
-        return sp.csr_matrix((clamp_rows(q.indptr, q.indices, q.data, unknown), q.indices, q.indptr), shape=(n, n))
-    indptr, indices, data = contract(q.indptr, q.indices, q.data, np.where(root == n, -1, root), n, ~unknown)
-    return sp.csr_matrix((data, indices, indptr), shape=(n, n))
-
-
 def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, prefer: np.ndarray,
                        solver: SPDSolver, rtol: float) -> tuple[np.ndarray | None, tuple | None]:
     """Minimise the dissipation with every ``active`` diode held at zero voltage. Returns the
@@ -114,30 +99,18 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
     float64 resolves: a node's total conductance rounds to its largest term), which has no exact
     answer to give.
 
-    Each cluster of variables joined by active diodes is one unknown, stored in the row of its
-    root variable; rows of fixed variables and of non-root cluster members are identity rows, so
-    every system of a polish has the same size and layout (the solver reuses its preconditioner).
-    Where active diodes close a loop whose offsets (voltage sources) do not sum to zero, not all
+    Each cluster of variables joined by active diodes is one unknown, every system of a polish the
+    same size and layout (:class:`resgraph.clusters.Clusters`). Where active diodes close a loop whose offsets (voltage sources) do not sum to zero, not all
     of them can be at zero voltage: those of a spanning forest are, ``prefer``-red ones first.
     """
-    n = c.num_free
     idx = np.flatnonzero(active)
-    tail, head, drop = c.diode_anode_var[idx], c.diode_cathode_var[idx], c.diode_offset[idx]
-    # The forest over the variables the active diodes touch; every other one is a cluster alone.
-    nodes, local_tail, local_head, forest = forest_of_touched(tail, head, n, prefer[idx])
-    touched, touched_root = nodes[:-1], nodes[forest.root[:-1]]
-    root = np.arange(n)
-    root[touched] = touched_root
-    base = np.zeros(n)
-    base[touched] = potentials_along(forest, local_tail, local_head, drop, np.zeros(nodes.size))[:-1]
-    free = root != n
-    unknown = np.zeros(n, bool)
-    unknown[root[free]] = True
+    clusters = Clusters(c.diode_anode_var[idx], c.diode_cathode_var[idx], c.num_free, prefer[idx])
+    base = clusters.offsets(c.diode_offset[idx])
     q = c.q_matrix
-    reduced = _reduced_matrix(q, root, unknown, merged=bool(np.any((touched_root != touched) & (touched_root != n))))
+    reduced = clusters.matrix(q)
     # x = y[root] + base on free clusters, base on fixed ones; the drive sums over each cluster.
-    rhs = cluster_drive(q.indptr, q.indices, q.data, c.sweep.source, root, touched, base)
-    guess = np.where(unknown, x - base, 0.0)
+    rhs = clusters.drive(q, c.sweep.source, base)
+    guess = clusters.start(x, base)
     # The currents in play, measured only where CG needs them (a factorised system does not).
     # Measured at a start far from the answer (no sweeps before the polish, potentials far from
     # 0 V) they can be orders of magnitude too high, and CG's target with them: then the system
@@ -156,12 +129,11 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
             return None, None
         if not np.all(np.isfinite(y)):
             return None, None
-        x = np.where(free, y[np.minimum(root, n - 1)], 0.0) + base
+        x = clusters.potentials(y, base)
         if not used or current_scale(c, x) * RESCALE >= used[-1]:
             break
         guess = y
-    touched_forest = None if np.any(prefer[idx]) else (nodes, local_tail, local_head, forest)
-    return x, touched_forest
+    return x, None if np.any(prefer[idx]) else clusters.touched_forest
 
 
 def polish(c: CompiledNetwork, x: np.ndarray, tol: float, active_tol: float,
