@@ -14,7 +14,13 @@ of a sparse Cholesky factorisation (:mod:`resgraph.schur`) serves every step. Wh
 would fill in too much (random circuits thick with diodes, from a few 1e4 nodes on), CG with the
 polish's preconditioners solves them instead (:class:`resgraph.linalg.SPDSolver`): a 3e4-node
 circuit with 3.3e4 diodes had no other way than the primal active-set method, 12066 solves in
-276 s; its 23 Newton steps by CG took 8 s and the iteration restarted from their set 10 steps.
+276 s. As the method converges, the conducting diodes' ``D`` grows without bound, beyond what
+CG can resolve against the resistors; those beyond ``CG_TIE_RANGE`` times their variables'
+conductance are therefore held at their voltage change instead (tied, contracted as the polish
+contracts its conducting diodes, :mod:`resgraph.clusters`), their change of current following
+from KCL. Solves of benchmark circuits of that kind (``benchmarks/networks.py``, ``diodes``,
+``on``), measured end to end: 3e4 nodes 14 s, 7e4 38 s, 1e5 58 s (with ``D`` capped at 1e8
+times instead of tied: 11 s, and no answer at 7e4 and 1e5 after minutes).
 Its answer is not exact: it only names the conducting set (diodes whose current, relative to
 the currents in play, exceeds their voltage, relative to the potentials), from which the
 polish's iteration then finishes exactly and certifies.
@@ -33,6 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .cholesky import DenseFill, NotPositiveDefinite
+from .clusters import Clusters
 from .compiled import CompiledNetwork
 from .kkt import current_scale
 from .linalg import SPDSolver, rescue_bytes
@@ -53,12 +60,14 @@ GAP_RTOL = 1e-15
 MAX_FILL = 2_000
 #: Those CG solves' residual relative to the currents at a typical variable (root mean square).
 CG_RTOL = 1e-10
-#: With CG, no diode's conductance ``D`` exceeds this many times its variables' total
-#: conductance: the multigrid's coarse levels sum the conductances of groups of variables, and
-#: the sum of those around a group then drowns in the rounding of those within it (a 3e4-node
-#: circuit thick with diodes: a coarse diagonal not positive). Beyond, ``D`` is a Newton
-#: step's approximation of the diodes' barrier.
-CG_CONDUCTANCE_RANGE = 1e8
+#: With CG, diodes whose ``D`` exceeds this many times their variables' total conductance are
+#: held at a fixed voltage in the Newton systems instead (``D`` taken as unbounded), so CG meets
+#: no wider contrast. Capped at 1e8 times, the conducting diodes' ``D`` (which grows without
+#: bound) left CG's residuals above target from rounding, and the method stalled on a 7e4-node
+#: circuit thick with diodes from its 13th step. Tied beyond 1e4, a 1e5-node one stalled on the
+#: tie's own error (a tied diode's voltage misses its change of current over ``D``); beyond 1e5
+#: and 1e6 it names the conducting set in 41 and 33 steps (the latter: 42 s in all).
+CG_TIE_RANGE = 1e6
 #: The method also stops where neither the gap nor the residuals (the largest of them, relative)
 #: has fallen below ``STALL_FALL`` times its least for ``STALL_STEPS`` steps: inexact directions
 #: (CG, or rounding) have taken it as far as they can.
@@ -84,7 +93,7 @@ class NewtonSystem:
     def __init__(self, c: CompiledNetwork) -> None:
         n = c.num_free
         self.diodes = np.flatnonzero(c.diode_is_constraint)
-        anode, cathode = c.diode_anode_var[self.diodes], c.diode_cathode_var[self.diodes]
+        anode, cathode = self._anode, self._cathode = c.diode_anode_var[self.diodes], c.diode_cathode_var[self.diodes]
         q = c.q_matrix.tocoo()
         inner = (anode < n) & (cathode < n)
         # A diode to a fixed potential adds to one diagonal entry, one between variables to four.
@@ -105,30 +114,57 @@ class NewtonSystem:
                 raise DenseFill(f"a factorisation would take {self.factor.footprint} bytes")
         except DenseFill:
             self.factor, self._cg = None, SPDSolver(False, factorise=False)
+        self._tie(np.zeros(self.diodes.size, bool))
         total = np.append(c.sweep.total_conductance, 0.0)
         #: Per diode, the larger total conductance of its two variables (siemens).
         self.strength = np.maximum(total[anode], total[cathode])
 
     def factorise(self, conductance: np.ndarray) -> None:
-        """Factorise with ``conductance`` (siemens) per diode; raises
-        :class:`~resgraph.cholesky.NotPositiveDefinite`."""
-        d, inner = conductance, self._inner
+        """Factorise with ``conductance`` (siemens) per diode (:meth:`conductances`'s; the
+        ``tied`` diodes' are not used); raises :class:`~resgraph.cholesky.NotPositiveDefinite`."""
+        d, inner = np.where(self.tied, 0.0, conductance), self._inner
         values = np.r_[self._q_data, d, d[inner], -d[inner], -d[inner]]
         self.matrix.data = np.bincount(self._position, values, self.matrix.nnz)
         if self.factor is not None:
             self.factor.factorise(self.matrix)
+        else:
+            self._reduced = self._clusters.matrix(self.matrix)
 
-    def solve(self, rhs: np.ndarray, guess: np.ndarray | None = None) -> np.ndarray:
-        """The solution of the last factorised system for ``rhs`` (amperes); CG starts from
-        ``guess`` (volts; default zero)."""
+    def solve(self, rhs: np.ndarray, drop: np.ndarray, guess: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        """``(dx, flow)``: the solution of the last factorised system for ``rhs`` (amperes; the
+        ``tied`` diodes' terms left out), with every ``tied`` diode of a spanning forest of them
+        holding ``dx[anode] - dx[cathode] = drop`` (volts); and the changes of current (anode to
+        cathode, amperes) that KCL then leaves to the ``tied`` diodes, along the forest. Those
+        closing loops keep theirs: around a loop of conducting diodes the optimum's currents are
+        free (any circulation; where such a diode was instead a resistor as stiff as the tie, the
+        forest's changes reached 2400 times the diodes' currents and blocked the steps). CG
+        starts from ``guess`` (volts; default zero)."""
         if self.factor is not None:
-            return self.factor.solve(rhs)
-        return self._cg.solve(self.matrix, rhs, np.zeros_like(rhs) if guess is None else guess, CG_RTOL, np.inf)
+            return self.factor.solve(rhs), np.zeros(drop.size)
+        clusters, tied = self._clusters, self._tied_index
+        base = clusters.offsets(drop[tied])
+        start = clusters.start(np.zeros_like(rhs) if guess is None else guess, base)
+        y = self._cg.solve(self._reduced, clusters.drive(self.matrix, rhs, base), start, CG_RTOL, np.inf)
+        dx = clusters.potentials(y, base)
+        flow = np.zeros(drop.size)
+        flow[tied] = clusters.flows(rhs - self.matrix @ dx, tied.size)
+        return dx, flow
 
     def conductances(self, lam: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """``D = lam / t`` (siemens), within ``CG_CONDUCTANCE_RANGE`` where CG solves."""
+        """``D = lam / t`` (siemens). Where CG solves the systems, the diodes whose ``D`` exceeds
+        ``CG_TIE_RANGE`` times their variables' total conductance become ``tied`` in them."""
         d = lam / t
-        return d if self.factor is not None else np.minimum(d, CG_CONDUCTANCE_RANGE * self.strength)
+        if self.factor is None:
+            self._tie(d > CG_TIE_RANGE * self.strength)
+        return d
+
+    def _tie(self, tied: np.ndarray) -> None:
+        """Hold the diodes ``tied`` (bool per diode; :attr:`tied`) at fixed voltages in the
+        systems (see :meth:`solve`)."""
+        self.tied = tied
+        self._tied_index = np.flatnonzero(tied)
+        self._clusters = Clusters(self._anode[self._tied_index], self._cathode[self._tied_index], self.matrix.shape[0])
 
     def least_step_seconds(self) -> float:
         """Seconds a Newton step takes at least: its factorisation's flops at ``PEAK_FLOPS``
@@ -141,9 +177,9 @@ class NewtonSystem:
         self.factorise(self.strength)
         began = time.perf_counter()
         self.factorise(2.0 * self.strength)
-        rhs = np.ones(self.matrix.shape[0])
-        self.solve(rhs)
-        self.solve(rhs)
+        rhs, drop = np.ones(self.matrix.shape[0]), np.zeros(self.diodes.size)
+        self.solve(rhs, drop)
+        self.solve(rhs, drop)
         return time.perf_counter() - began
 
 
@@ -177,8 +213,11 @@ def interior_point(c: CompiledNetwork, x: np.ndarray, system: NewtonSystem,
     def direction(d, dual, primal, target, guess=None):
         """Newton step towards KCL, ``G x + t = w`` and ``lam t = target`` (watts per diode)."""
         r = lam * t - target
-        dx = system.solve(-dual - g_transpose(d * primal - r / t), guess)
-        dlam = d * (g(dx) + primal) - r / t
+        # A tied diode holds G dx + primal = r / lam, the others' relation in the limit of D
+        # without bound, and carries what KCL leaves to it.
+        tied = system.tied
+        dx, flow = system.solve(-dual - g_transpose(np.where(tied, 0.0, d * primal - r / t)), r / lam - primal, guess)
+        dlam = np.where(tied, flow, d * (g(dx) + primal) - r / t)
         return dx, dlam, -(r + t * dlam) / lam
 
     def longest(dlam, dt):

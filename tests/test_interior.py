@@ -147,3 +147,71 @@ def test_the_forecast_is_not_measured_before_its_flops_could_be_due(monkeypatch)
     assert interior.newton_system(c).least_step_seconds() > 1e3
     result = polish.polish(c, c.feasible_start, 1e-10, 1e-10)
     assert result.converged and result.iterations == 28
+
+
+def _newton_systems(monkeypatch, seed: int):
+    """A small circuit thick with diodes, its Newton system factorised and by CG (forced)."""
+    c = _dense(seed, 100, 300).compile()
+    exact = interior.newton_system(c)
+    monkeypatch.setattr(interior, "MAX_FILL", 0.5)
+    by_cg = interior.newton_system(c)
+    assert exact.factor is not None and by_cg.factor is None
+    return c, exact, by_cg
+
+
+@pytest.mark.parametrize("seed", [183, 19])
+def test_diodes_beyond_the_tie_range_are_the_limit_of_stiff_resistors(monkeypatch, seed):
+    """Diodes conducting so well that ``D`` exceeds ``CG_TIE_RANGE`` times their variables'
+    conductance are held at their voltage change in CG's systems: a forest of such diodes given
+    ``D`` = 1e9 times it, the tied direction and currents are the factorised system's, to 1e-5
+    and 1e-4 (the tie's error falls as 1 / D, 1e-5 of the currents at 1e8; the factorisation's
+    own residual rises with D, 7e-4 of the drive at 1e9)."""
+    from resgraph.forest import spanning_forest
+    c, exact, by_cg = _newton_systems(monkeypatch, seed)
+    rng = np.random.default_rng(seed)
+    m, n = exact.diodes.size, c.num_free
+    anode, cathode = c.diode_anode_var[exact.diodes], c.diode_cathode_var[exact.diodes]
+    chosen = np.flatnonzero(rng.random(m) < 0.3)
+    forest = spanning_forest(n + 1, anode[chosen], cathode[chosen])
+    stiff = chosen[forest.parent_edge[forest.parent_edge >= 0]]
+    t = np.full(m, 1.0)
+    lam = exact.strength * 10.0 ** rng.uniform(-3, 0, m)
+    lam[stiff] = 1e9 * exact.strength[stiff]
+    d = by_cg.conductances(lam, t)
+    np.testing.assert_array_equal(np.flatnonzero(by_cg.tied), np.sort(stiff))
+    rhs, drop = rng.normal(size=n), np.where(by_cg.tied, rng.normal(size=m), 0.0)
+    by_cg.factorise(d)
+    dx, flow = by_cg.solve(rhs, drop)
+    exact.factorise(exact.conductances(lam, t))
+    # The same step with the tied diodes as resistors: their drive D drop enters the right side.
+    drive = (np.bincount(anode, d * drop, n + 1) - np.bincount(cathode, d * drop, n + 1))[:n]
+    expected = exact.factor.solve(rhs + drive)
+    np.testing.assert_allclose(dx, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    voltage = np.append(expected, 0.0)
+    currents = d * (voltage[anode] - voltage[cathode] - drop)
+    np.testing.assert_allclose(flow[stiff], currents[stiff], rtol=0, atol=1e-4 * np.abs(currents[stiff]).max())
+
+
+def test_tied_diodes_closing_loops_keep_their_current(monkeypatch):
+    """Tied diodes that close loops of tied diodes carry no change of current (around such loops
+    the optimum's currents are free); the others hold their voltage change, and KCL holds at
+    every variable with the currents the solve gives."""
+    c, _, by_cg = _newton_systems(monkeypatch, 183)
+    rng = np.random.default_rng(1)
+    m, n = by_cg.diodes.size, c.num_free
+    anode, cathode = c.diode_anode_var[by_cg.diodes], c.diode_cathode_var[by_cg.diodes]
+    lam, t = by_cg.strength * 10.0 ** rng.uniform(-3, 0, m), np.ones(m)
+    lam[rng.random(m) < 0.6] *= 1e9
+    d = by_cg.conductances(lam, t)
+    by_cg.factorise(d)
+    rhs, drop = rng.normal(size=n), rng.normal(size=m)
+    dx, flow = by_cg.solve(rhs, drop)
+    voltage = np.append(dx, 0.0)
+    held = np.isclose(voltage[anode] - voltage[cathode], drop, rtol=0, atol=1e-9 * np.abs(dx).max())
+    tied = by_cg.tied
+    closing = tied & ~held
+    assert closing.any() and np.all(flow[closing] == 0.0)
+    assert np.count_nonzero(tied & held) >= np.count_nonzero(tied) // 2
+    currents = np.where(tied, flow, np.where(tied, 0.0, d) * (voltage[anode] - voltage[cathode]))
+    kcl = c.q_matrix @ dx + (np.bincount(anode, currents, n + 1) - np.bincount(cathode, currents, n + 1))[:n] - rhs
+    assert np.abs(kcl).max() <= 1e-8 * np.abs(rhs).max()
