@@ -49,8 +49,8 @@ class Clusters:
         return base
 
     def matrix(self, a: sp.csr_matrix) -> sp.csr_matrix:
-        """``P' A P`` in the rows of the clusters' roots, identity in every other row; ``A``
-        itself (never written to) where no variable is fixed or merged."""
+        """``P' A P`` in the rows of the clusters' roots, identity in every other row; the object
+        ``A`` itself where no variable is fixed or merged."""
         n = self.root.size
         if not self._merged and self.unknown.all():
             return a

@@ -100,8 +100,9 @@ def _solve_with_active(c: CompiledNetwork, x: np.ndarray, active: np.ndarray, pr
     answer to give.
 
     Each cluster of variables joined by active diodes is one unknown, every system of a polish the
-    same size and layout (:class:`resgraph.clusters.Clusters`). Where active diodes close a loop whose offsets (voltage sources) do not sum to zero, not all
-    of them can be at zero voltage: those of a spanning forest are, ``prefer``-red ones first.
+    same size and layout (:class:`resgraph.clusters.Clusters`). Where active diodes close a loop
+    whose offsets (voltage sources) do not sum to zero, not all of them can be at zero voltage:
+    those of a spanning forest are, ``prefer``-red ones first.
     """
     idx = np.flatnonzero(active)
     clusters = Clusters(c.diode_anode_var[idx], c.diode_cathode_var[idx], c.num_free, prefer[idx])
