@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .csr import clamp_rows, cluster_drive, contract
+from .csr import clamp_rows, cluster_drive, contract, row_products
 from .forest import forest_of_touched, potentials_along, tree_flows
 
 
@@ -75,9 +75,12 @@ class Clusters:
         n = self.root.size
         return np.where(self.free, y[np.minimum(self.root, n - 1)], 0.0) + base
 
-    def flows(self, excess: np.ndarray, count: int) -> np.ndarray:
+    def flows(self, a: sp.csr_matrix, source: np.ndarray, x: np.ndarray, count: int) -> np.ndarray:
         """Currents (amperes, tail to head) on the forest's edges (of ``count``; zero off it)
-        that carry each variable's ``excess`` (the current it must push into the edges) to its
-        cluster's root."""
+        that balance KCL at potentials ``x``: each variable the edges touch pushes
+        ``(source - A x)`` into them, carried to its cluster's root (only those rows of ``A x``
+        are formed)."""
         nodes, tail, head, forest = self.touched_forest
-        return tree_flows(forest, tail, head, np.append(excess[nodes[:-1]], 0.0), count)[0]
+        touched = self.touched
+        excess = source[touched] - row_products(a.indptr, a.indices, a.data, touched, x)[0]
+        return tree_flows(forest, tail, head, np.append(excess, 0.0), count)[0]

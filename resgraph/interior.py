@@ -120,8 +120,12 @@ class NewtonSystem:
         self.strength = np.maximum(total[anode], total[cathode])
 
     def factorise(self, conductance: np.ndarray) -> None:
-        """Factorise with ``conductance`` (siemens) per diode (:meth:`conductances`'s; the
-        ``tied`` diodes' are not used); raises :class:`~resgraph.cholesky.NotPositiveDefinite`."""
+        """Factorise with ``conductance`` (siemens) per diode; raises
+        :class:`~resgraph.cholesky.NotPositiveDefinite`. Where CG solves the systems, the diodes
+        whose conductance exceeds ``CG_TIE_RANGE`` times their variables' total become ``tied``
+        (see :meth:`solve`) and theirs is not used."""
+        if self.factor is None:
+            self._tie(conductance > CG_TIE_RANGE * self.strength)
         d, inner = np.where(self.tied, 0.0, conductance), self._inner
         values = np.r_[self._q_data, d, d[inner], -d[inner], -d[inner]]
         self.matrix.data = np.bincount(self._position, values, self.matrix.nnz)
@@ -148,16 +152,8 @@ class NewtonSystem:
         y = self._cg.solve(self._reduced, clusters.drive(self.matrix, rhs, base), start, CG_RTOL, np.inf)
         dx = clusters.potentials(y, base)
         flow = np.zeros(drop.size)
-        flow[tied] = clusters.flows(rhs - self.matrix @ dx, tied.size)
+        flow[tied] = clusters.flows(self.matrix, rhs, dx, tied.size)
         return dx, flow
-
-    def conductances(self, lam: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """``D = lam / t`` (siemens). Where CG solves the systems, the diodes whose ``D`` exceeds
-        ``CG_TIE_RANGE`` times their variables' total conductance become ``tied`` in them."""
-        d = lam / t
-        if self.factor is None:
-            self._tie(d > CG_TIE_RANGE * self.strength)
-        return d
 
     def _tie(self, tied: np.ndarray) -> None:
         """Hold the diodes ``tied`` (bool per diode; :attr:`tied`) at fixed voltages in the
@@ -250,7 +246,7 @@ def interior_point(c: CompiledNetwork, x: np.ndarray, system: NewtonSystem,
             break
         if on_step is not None:
             on_step(step, gap)
-        d = system.conductances(lam, t)
+        d = lam / t
         try:
             system.factorise(d)
             # Mehrotra: the affine step (target 0) forecasts how far the gap can fall; the
